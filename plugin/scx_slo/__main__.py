@@ -1,0 +1,3 @@
+from scx_slo.cli import main
+
+raise SystemExit(main())

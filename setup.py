@@ -1,0 +1,41 @@
+"""Build steps that pyproject.toml cannot express: the cffi extension and the BPF object.
+
+The BPF scheduler (bpf/*.bpf.c) is compiled with clang into the package's data
+directory so that an installed scx_slo carries its default scheduler object.
+"""
+import os
+import subprocess
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+HERE = Path(__file__).resolve().parent
+CLANG = os.environ.get("BPF_CLANG", "clang-19")
+
+
+def compile_bpf(out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for src in sorted((HERE / "bpf").glob("*.bpf.c")):
+        obj = out_dir / (src.name[: -len(".c")] + ".o")
+        cmd = [CLANG, "-target", "bpf", "-g", "-O2", "-Wall", "-Werror",
+               "-D__TARGET_ARCH_x86", "-I", str(HERE / "bpf" / "include"),
+               "-I", str(HERE / "bpf"), "-c", str(src), "-o", str(obj)]
+        print(" ".join(cmd))
+        subprocess.run(cmd, check=True)
+
+
+class BuildPyWithBpf(build_py):
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):
+            compile_bpf(HERE / "plugin" / "scx_slo" / "data")
+        else:
+            compile_bpf(Path(self.build_lib) / "scx_slo" / "data")
+
+
+cffi_modules = []
+if (HERE / "plugin" / "scx_slo" / "libbpf" / "_build.py").exists():
+    cffi_modules.append("plugin/scx_slo/libbpf/_build.py:ffibuilder")
+
+setup(cmdclass={"build_py": BuildPyWithBpf}, cffi_modules=cffi_modules)
