@@ -14,6 +14,7 @@ import logging
 import sys
 
 from scx_slo import __version__
+from scx_slo.errors import ScxSloError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return importlib.import_module(args._module).run(args)
+    except ScxSloError as e:
+        print(f"scx-slo {args.command}: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

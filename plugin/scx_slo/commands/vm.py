@@ -1,0 +1,54 @@
+"""`scx-slo vm build|run`: the sched_ext test VM.
+
+`vm run [--cpus N] [--mem MB] -- COMMAND...` boots the Debian sched_ext kernel
+under qemu with this checkout inside, runs COMMAND as root, streams its output
+and exits with its exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="vm_command", metavar="ACTION", required=True)
+    sub.add_parser("build", help="download the kernel and build the guest rootfs (cached)")
+    r = sub.add_parser("run", help="boot the VM, run COMMAND in it, power off")
+    r.add_argument("--cpus", type=int, default=1, help="virtual CPUs (default 1)")
+    r.add_argument("--mem", type=int, default=1024, metavar="MB", help="guest memory (default 1024)")
+    r.add_argument("--timeout", type=float, default=3600, help="seconds COMMAND may run")
+    r.add_argument("--console", action="store_true", help="print the kernel console afterwards")
+    r.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
+
+
+def run(args) -> int:
+    from scx_slo.errors import ScxSloError
+    from scx_slo.vm import Vm, build
+
+    def progress(msg: str) -> None:
+        print(f"vm: {msg}", file=sys.stderr, flush=True)
+
+    try:
+        if args.vm_command == "build":
+            build(progress=progress)
+            return 0
+        argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+        if not argv:
+            print("scx-slo vm run: give a command after --", file=sys.stderr)
+            return 2
+
+        def stream(name: str, data: str) -> None:
+            (sys.stdout if name == "stdout" else sys.stderr).write(data)
+            (sys.stdout if name == "stdout" else sys.stderr).flush()
+
+        with Vm(cpus=args.cpus, mem_mb=args.mem) as vm:
+            progress(f"booted {vm.kernel_release} ({vm.accel}, {args.cpus} vCPU)")
+            result = vm.run(argv, timeout=args.timeout, on_output=stream)
+            if args.console:
+                progress("console:\n" + vm.console_tail(200))
+        if result.timed_out:
+            progress(f"command timed out after {args.timeout:.0f} s")
+        return result.returncode if result.returncode >= 0 else 128 - result.returncode
+    except ScxSloError as e:
+        print(f"scx-slo vm: {e}", file=sys.stderr)
+        return 1
