@@ -1,0 +1,575 @@
+"""A reader for BTF (.BTF, .BTF.ext, and raw kernel BTF such as /sys/kernel/btf/vmlinux).
+
+Written from the format (Documentation/bpf/btf.rst): a header, a type section
+of `struct btf_type` records each followed by kind-specific data, and a string
+section. Types are indexed on parse (one pass over the records) and decoded
+on demand, so a 5 MB vmlinux BTF parses quickly.
+
+Also here: `Layout`, which packs and unpacks Python values to the bytes of a
+BTF-described C type (structs, arrays, integers, enums, char arrays), so map
+keys and values are never described twice.
+
+Note: in a .o file clang leaves DATASEC sizes and VAR offsets at 0 (libbpf
+fixes them up from the ELF symbol table at open); `Btf.datasec_vars()` takes
+the symbol table for that reason.
+"""
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass, field
+from itertools import accumulate
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from scx_slo.errors import ScxSloError
+
+BTF_MAGIC = 0xEB9F
+
+
+class BtfError(ScxSloError):
+    """BTF data that cannot be parsed."""
+
+
+class Kind(enum.IntEnum):
+    UNKN = 0
+    INT = 1
+    PTR = 2
+    ARRAY = 3
+    STRUCT = 4
+    UNION = 5
+    ENUM = 6
+    FWD = 7
+    TYPEDEF = 8
+    VOLATILE = 9
+    CONST = 10
+    RESTRICT = 11
+    FUNC = 12
+    FUNC_PROTO = 13
+    VAR = 14
+    DATASEC = 15
+    FLOAT = 16
+    DECL_TAG = 17
+    TYPE_TAG = 18
+    ENUM64 = 19
+
+
+# Bytes following `struct btf_type` for each kind: (fixed, per vlen entry).
+_EXTRA = {
+    Kind.INT: (4, 0), Kind.ARRAY: (12, 0), Kind.STRUCT: (0, 12), Kind.UNION: (0, 12),
+    Kind.ENUM: (0, 8), Kind.FUNC_PROTO: (0, 8), Kind.VAR: (4, 0), Kind.DATASEC: (0, 12),
+    Kind.DECL_TAG: (4, 0), Kind.ENUM64: (0, 12),
+}
+_EXTRA_TABLE = [_EXTRA.get(k, (0, 0)) if k in Kind._value2member_map_ else None
+                for k in range(32)]
+
+# Kinds whose `size_or_type` field is a size; for the others it is a type id.
+_SIZED = frozenset({Kind.INT, Kind.STRUCT, Kind.UNION, Kind.ENUM, Kind.DATASEC,
+                    Kind.FLOAT, Kind.ENUM64})
+# Kinds that only qualify or rename another type.
+_MODIFIERS = frozenset({Kind.TYPEDEF, Kind.VOLATILE, Kind.CONST, Kind.RESTRICT,
+                        Kind.TYPE_TAG})
+
+INT_SIGNED, INT_CHAR, INT_BOOL = 1, 2, 4
+
+FUNC_LINKAGE = {0: "static", 1: "global", 2: "extern"}
+VAR_LINKAGE = {0: "static", 1: "global", 2: "extern"}
+
+_HDR = struct.Struct("<HBBIIIII")
+_TYPE = struct.Struct("<III")
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    type_id: int
+    bit_offset: int
+    bitfield_size: int = 0
+
+    @property
+    def offset(self) -> int:
+        """Byte offset (of the containing storage unit for a bitfield)."""
+        return self.bit_offset // 8
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type_id: int
+
+
+@dataclass(frozen=True)
+class SecInfo:
+    type_id: int
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Type:
+    """One decoded BTF type. `data` holds the kind-specific part."""
+    id: int
+    kind: Kind
+    name: str
+    kind_flag: bool
+    vlen: int
+    size: int | None          # for sized kinds
+    ref: int | None           # referenced type id for the others
+    data: Any = None          # INT: (encoding, bit offset, bits); ARRAY: (elem, index, n);
+                              # STRUCT/UNION: [Member]; ENUM/ENUM64: {name: value};
+                              # FUNC_PROTO: [Param]; VAR: linkage; DATASEC: [SecInfo];
+                              # DECL_TAG: component index; FUNC: linkage
+
+    @property
+    def members(self) -> list[Member]:
+        if self.kind not in (Kind.STRUCT, Kind.UNION):
+            raise BtfError(f"BTF type [{self.id}] {self.name!r} is a {self.kind.name}, not a struct")
+        return self.data
+
+    def member(self, name: str) -> Member:
+        for m in self.members:
+            if m.name == name:
+                return m
+        raise BtfError(f"{self.kind.name.lower()} {self.name!r} has no member {name!r}")
+
+
+class Btf:
+    """Parsed BTF: `types[0]` is void; ids index `type()`."""
+
+    def __init__(self, data: bytes, *, source: str = "<bytes>"):
+        self.source = source
+        self._data = data = bytes(data)
+        if len(data) < _HDR.size:
+            raise BtfError(f"{source}: BTF is {len(data)} bytes, shorter than its header")
+        magic, version, flags, hdr_len, type_off, type_len, str_off, str_len = \
+            _HDR.unpack_from(data, 0)
+        if magic != BTF_MAGIC:
+            if magic == 0x9FEB:
+                raise BtfError(f"{source}: big-endian BTF is not supported")
+            raise BtfError(f"{source}: bad BTF magic 0x{magic:04x} (want 0x{BTF_MAGIC:04x})")
+        if version != 1:
+            raise BtfError(f"{source}: unsupported BTF version {version}")
+        if hdr_len < 24 or hdr_len > len(data):
+            raise BtfError(f"{source}: bad BTF header length {hdr_len}")
+        t0, s0 = hdr_len + type_off, hdr_len + str_off
+        if t0 + type_len > len(data) or s0 + str_len > len(data) or type_off % 4:
+            raise BtfError(f"{source}: BTF sections run past the end of the data "
+                           f"({len(data)} bytes)")
+        self.flags = flags
+        self._strs = data[s0:s0 + str_len]
+        if str_len and self._strs[-1:] != b"\0":
+            raise BtfError(f"{source}: BTF string section is not NUL-terminated")
+        self._str_cache: dict[int, str] | None = None
+        self._index_types(t0, t0 + type_len)
+        self._by_name: dict[str, list[int]] | None = None
+        self._cache: dict[int, Type] = {}
+
+    # -- construction ---------------------------------------------------------------
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Btf":
+        """Raw BTF, e.g. /sys/kernel/btf/vmlinux."""
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise BtfError(f"{path}: cannot read BTF: {exc.strerror}") from exc
+        return cls(data, source=str(path))
+
+    def _index_types(self, start: int, end: int) -> None:
+        data, unpack = self._data, _TYPE.unpack_from
+        table = _EXTRA_TABLE
+        offs = [0]
+        append = offs.append
+        pos = start
+        try:
+            while pos < end:
+                info = unpack(data, pos)[1]
+                extra = table[(info >> 24) & 0x1F]
+                if extra is None:
+                    raise BtfError(f"{self.source}: type [{len(offs)}] has unknown kind "
+                                   f"{(info >> 24) & 0x1F}")
+                append(pos)
+                pos += 12 + extra[0] + extra[1] * (info & 0xFFFF)
+        except struct.error:
+            raise BtfError(f"{self.source}: type [{len(offs)}] is truncated") from None
+        if pos != end:
+            raise BtfError(f"{self.source}: type section does not end on a type boundary")
+        self._offs = offs
+
+    # -- strings ----------------------------------------------------------------------
+    def string(self, off: int) -> str:
+        if off >= len(self._strs):
+            raise BtfError(f"{self.source}: string offset {off} outside the string section")
+        if self._str_cache is not None and off in self._str_cache:
+            return self._str_cache[off]
+        end = self._strs.index(b"\0", off)
+        return self._strs[off:end].decode("utf-8", "replace")
+
+    def _all_strings(self) -> dict[int, str]:
+        if self._str_cache is None:
+            parts = self._strs.split(b"\0")
+            starts = accumulate((len(p) + 1 for p in parts), initial=0)
+            self._str_cache = {s: p.decode("utf-8", "replace") for s, p in zip(starts, parts)}
+        return self._str_cache
+
+    # -- types ------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._offs)
+
+    def type(self, type_id: int) -> Type:
+        t = self._cache.get(type_id)
+        if t is None:
+            t = self._decode(type_id)
+            self._cache[type_id] = t
+        return t
+
+    def types(self) -> Iterable[Type]:
+        return (self.type(i) for i in range(1, len(self._offs)))
+
+    def _decode(self, tid: int) -> Type:
+        if tid == 0:
+            return Type(0, Kind.UNKN, "void", False, 0, 0, None)
+        if not 0 < tid < len(self._offs):
+            raise BtfError(f"{self.source}: no BTF type [{tid}] (have {len(self._offs) - 1})")
+        data, pos = self._data, self._offs[tid]
+        name_off, info, st = _TYPE.unpack_from(data, pos)
+        kind = Kind((info >> 24) & 0x1F)
+        vlen, kflag = info & 0xFFFF, bool(info >> 31)
+        name = self.string(name_off) if name_off else ""
+        p = pos + 12
+        extra: Any = None
+        if kind == Kind.INT:
+            (enc,) = struct.unpack_from("<I", data, p)
+            extra = ((enc >> 24) & 0xF, (enc >> 16) & 0xFF, enc & 0xFF)
+        elif kind == Kind.ARRAY:
+            extra = struct.unpack_from("<III", data, p)
+        elif kind in (Kind.STRUCT, Kind.UNION):
+            ms = []
+            for i in range(vlen):
+                mn, mt, mo = struct.unpack_from("<III", data, p + 12 * i)
+                if kflag:
+                    ms.append(Member(self.string(mn) if mn else "", mt, mo & 0xFFFFFF, mo >> 24))
+                else:
+                    ms.append(Member(self.string(mn) if mn else "", mt, mo))
+            extra = ms
+        elif kind == Kind.ENUM:
+            fmt = "<Ii" if kflag else "<II"
+            extra = {self.string(n): v for n, v in
+                     (struct.unpack_from(fmt, data, p + 8 * i) for i in range(vlen))}
+        elif kind == Kind.ENUM64:
+            vals = {}
+            for i in range(vlen):
+                n, lo, hi = struct.unpack_from("<III", data, p + 12 * i)
+                v = (hi << 32) | lo
+                if kflag and v >= 1 << 63:
+                    v -= 1 << 64
+                vals[self.string(n)] = v
+            extra = vals
+        elif kind == Kind.FUNC_PROTO:
+            extra = [Param(self.string(n) if n else "", t) for n, t in
+                     (struct.unpack_from("<II", data, p + 8 * i) for i in range(vlen))]
+        elif kind == Kind.VAR:
+            (extra,) = struct.unpack_from("<I", data, p)
+        elif kind == Kind.DATASEC:
+            extra = [SecInfo(*struct.unpack_from("<III", data, p + 12 * i)) for i in range(vlen)]
+        elif kind == Kind.DECL_TAG:
+            (extra,) = struct.unpack_from("<i", data, p)
+        elif kind == Kind.FUNC:
+            extra = vlen  # linkage
+        sized = kind in _SIZED
+        return Type(tid, kind, name, kflag, vlen, st if sized else None,
+                    None if sized else st, extra)
+
+    # -- lookup ---------------------------------------------------------------------
+    def _name_index(self) -> dict[str, list[int]]:
+        if self._by_name is None:
+            strs = self._all_strings()
+            data, offs = self._data, self._offs
+            idx: dict[str, list[int]] = {}
+            for tid in range(1, len(offs)):
+                name_off = int.from_bytes(data[offs[tid]:offs[tid] + 4], "little")
+                if name_off:
+                    name = strs.get(name_off)
+                    if name is None:
+                        name = self.string(name_off)
+                    idx.setdefault(name, []).append(tid)
+            self._by_name = idx
+        return self._by_name
+
+    def find_all(self, name: str, kind: Kind | None = None) -> list[Type]:
+        ts = [self.type(i) for i in self._name_index().get(name, ())]
+        return [t for t in ts if kind is None or t.kind == kind]
+
+    def find(self, name: str, kind: Kind | None = None) -> Type | None:
+        """The first type named `name` (of `kind`), skipping forward declarations."""
+        for t in self.find_all(name, kind):
+            if t.kind != Kind.FWD or kind == Kind.FWD:
+                return t
+        return None
+
+    def get(self, name: str, kind: Kind) -> Type:
+        t = self.find(name, kind)
+        if t is None:
+            raise BtfError(f"{self.source}: no {kind.name.lower()} named {name!r} in BTF")
+        return t
+
+    def resolve(self, type_id: int) -> Type:
+        """Follow typedefs and qualifiers to the underlying type."""
+        t = self.type(type_id)
+        for _ in range(64):
+            if t.kind not in _MODIFIERS:
+                return t
+            t = self.type(t.ref)
+        raise BtfError(f"{self.source}: type [{type_id}] has a modifier loop")
+
+    def size_of(self, type_id: int) -> int:
+        t = self.resolve(type_id)
+        if t.kind == Kind.PTR:
+            return 8
+        if t.kind == Kind.ARRAY:
+            elem, _index, n = t.data
+            return self.size_of(elem) * n
+        if t.kind == Kind.VAR:
+            return self.size_of(t.ref)
+        if t.size is None:
+            raise BtfError(f"{self.source}: type [{t.id}] {t.kind.name} {t.name!r} has no size")
+        return t.size
+
+    def enum_value(self, enum_name: str, value_name: str) -> int:
+        for k in (Kind.ENUM, Kind.ENUM64):
+            t = self.find(enum_name, k)
+            if t is not None and value_name in t.data:
+                return t.data[value_name]
+        raise BtfError(f"{self.source}: no enumerator {value_name} in enum {enum_name}")
+
+    def datasec_vars(self, section: str, symbols: Mapping[str, tuple[int, int]] | None = None
+                     ) -> dict[str, tuple[Type, int, int]]:
+        """Variables of DATASEC `section`: name -> (VAR type, offset, size).
+
+        `symbols` (name -> (st_value, st_size) from the ELF symbol table) supplies the
+        offsets and sizes that clang leaves at 0 in an unlinked object.
+        """
+        sec = self.find(section, Kind.DATASEC)
+        if sec is None:
+            return {}
+        out = {}
+        for si in sec.data:
+            var = self.type(si.type_id)
+            off, size = si.offset, si.size
+            if symbols and var.name in symbols:
+                off, sym_size = symbols[var.name]
+                size = sym_size or size
+            if not size and var.kind == Kind.VAR:
+                size = self.size_of(var.ref)
+            out[var.name] = (var, off, size)
+        return out
+
+    def layout(self, type_or_name: int | str) -> "Layout":
+        """A packer for a type id, or for a struct/union/typedef found by name."""
+        if isinstance(type_or_name, str):
+            t = (self.find(type_or_name, Kind.STRUCT) or self.find(type_or_name, Kind.UNION)
+                 or self.find(type_or_name, Kind.TYPEDEF) or self.find(type_or_name, Kind.INT))
+            if t is None:
+                raise BtfError(f"{self.source}: no type named {type_or_name!r}")
+            return Layout(self, t.id)
+        return Layout(self, type_or_name)
+
+
+# --- .BTF.ext ------------------------------------------------------------------------
+@dataclass
+class BtfExt:
+    """The func_info, line_info and CO-RE relocation records of .BTF.ext, per ELF section."""
+    func_info: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    line_info: dict[str, list[tuple[int, int, int, int]]] = field(default_factory=dict)
+    core_relos: dict[str, list[tuple[int, int, int, int]]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, data: bytes, btf: Btf, *, source: str = ".BTF.ext") -> "BtfExt":
+        data = bytes(data)
+        if len(data) < 24:
+            raise BtfError(f"{source}: {len(data)} bytes, shorter than its header")
+        magic, version, _flags, hdr_len = struct.unpack_from("<HBBI", data, 0)
+        if magic != BTF_MAGIC:
+            raise BtfError(f"{source}: bad magic 0x{magic:04x}")
+        if version != 1 or hdr_len < 24 or hdr_len > len(data):
+            raise BtfError(f"{source}: bad header (version {version}, length {hdr_len})")
+        fi_off, fi_len, li_off, li_len = struct.unpack_from("<IIII", data, 8)
+        cr_off = cr_len = 0
+        if hdr_len >= 32:
+            cr_off, cr_len = struct.unpack_from("<II", data, 24)
+        ext = cls()
+        ext.func_info = _ext_section(data, hdr_len + fi_off, fi_len, "<II", btf, source, "func_info")
+        ext.line_info = _ext_section(data, hdr_len + li_off, li_len, "<IIII", btf, source,
+                                     "line_info")
+        if cr_len:
+            ext.core_relos = _ext_section(data, hdr_len + cr_off, cr_len, "<IIII", btf, source,
+                                          "core_relo")
+        return ext
+
+
+def _ext_section(data: bytes, start: int, length: int, fmt: str, btf: Btf, source: str,
+                 what: str) -> dict[str, list[tuple]]:
+    out: dict[str, list[tuple]] = {}
+    if not length:
+        return out
+    end = start + length
+    if end > len(data):
+        raise BtfError(f"{source}: {what} runs past the end")
+    rec = struct.Struct(fmt)
+    (rec_size,) = struct.unpack_from("<I", data, start)
+    if rec_size < rec.size:
+        raise BtfError(f"{source}: {what} record size {rec_size} < {rec.size}")
+    pos = start + 4
+    while pos < end:
+        if pos + 8 > end:
+            raise BtfError(f"{source}: {what} block header truncated")
+        sec_off, num = struct.unpack_from("<II", data, pos)
+        pos += 8
+        if pos + num * rec_size > end:
+            raise BtfError(f"{source}: {what} records truncated")
+        out.setdefault(btf.string(sec_off), []).extend(
+            rec.unpack_from(data, pos + i * rec_size) for i in range(num))
+        pos += num * rec_size
+    return out
+
+
+# --- Layout: Python values <-> bytes of a BTF type ---------------------------------------
+class Layout:
+    """Pack/unpack a C type described by BTF.
+
+    struct/union -> dict of member name -> value; array -> list (char arrays -> str);
+    integers, enums and pointers -> int; bool -> bool. Missing struct members pack as 0.
+    """
+
+    def __init__(self, btf: Btf, type_id: int):
+        self.btf = btf
+        self.type_id = type_id
+        self.type = btf.resolve(type_id)
+        self.name = btf.type(type_id).name or self.type.name or f"[{type_id}]"
+        self.size = btf.size_of(type_id)
+
+    def __repr__(self) -> str:
+        return f"<Layout {self.name} {self.size} bytes>"
+
+    @property
+    def fields(self) -> list[str]:
+        return [m.name for m in self.type.members] if self.type.kind in (Kind.STRUCT, Kind.UNION) \
+            else []
+
+    def offset_of(self, member: str) -> tuple[int, int]:
+        """(byte offset, size) of a struct member."""
+        m = self.type.member(member)
+        return m.offset, self.btf.size_of(m.type_id)
+
+    def unpack(self, raw: bytes) -> Any:
+        if len(raw) < self.size:
+            raise ValueError(f"{self.name}: {len(raw)} bytes, need {self.size}")
+        return self._get(self.type_id, memoryview(raw), 0)
+
+    def pack(self, value: Any) -> bytes:
+        buf = bytearray(self.size)
+        self._put(self.type_id, buf, 0, value, self.name)
+        return bytes(buf)
+
+    def pack_into(self, buf, offset: int, value: Any) -> None:
+        self._put(self.type_id, buf, offset, value, self.name)
+
+    # -- internals ----------------------------------------------------------------------
+    def _int_info(self, t: Type) -> tuple[int, bool]:
+        if t.kind == Kind.INT:
+            return t.size, bool(t.data[0] & INT_SIGNED)
+        if t.kind in (Kind.ENUM, Kind.ENUM64):
+            return t.size, t.kind_flag
+        if t.kind == Kind.PTR:
+            return 8, False
+        raise BtfError(f"{self.btf.source}: cannot pack {t.kind.name} {t.name!r}")
+
+    def _is_char(self, tid: int) -> bool:
+        t = self.btf.resolve(tid)
+        return t.kind == Kind.INT and t.size == 1 and (bool(t.data[0] & INT_CHAR)
+                                                        or t.name in ("char", "signed char",
+                                                                      "unsigned char"))
+
+    def _get(self, tid: int, mv: memoryview, off: int) -> Any:
+        t = self.btf.resolve(tid)
+        if t.kind in (Kind.STRUCT, Kind.UNION):
+            out = {}
+            for m in t.data:
+                if m.bitfield_size:
+                    unit = int.from_bytes(mv[off:off + t.size], "little")
+                    out[m.name] = (unit >> m.bit_offset) & ((1 << m.bitfield_size) - 1)
+                elif m.name:
+                    out[m.name] = self._get(m.type_id, mv, off + m.offset)
+                else:  # anonymous struct/union: flatten
+                    out.update(self._get(m.type_id, mv, off + m.offset))
+            return out
+        if t.kind == Kind.ARRAY:
+            elem, _idx, n = t.data
+            if self._is_char(elem):
+                raw = bytes(mv[off:off + n])
+                return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+            esz = self.btf.size_of(elem)
+            return [self._get(elem, mv, off + i * esz) for i in range(n)]
+        if t.kind == Kind.FLOAT:
+            return struct.unpack_from({4: "<f", 8: "<d"}[t.size], mv, off)[0]
+        size, signed = self._int_info(t)
+        v = int.from_bytes(mv[off:off + size], "little", signed=signed)
+        if t.kind == Kind.INT and t.data[0] & INT_BOOL:
+            return bool(v)
+        return v
+
+    def _put(self, tid: int, buf, off: int, value: Any, path: str) -> None:
+        t = self.btf.resolve(tid)
+        if t.kind in (Kind.STRUCT, Kind.UNION):
+            if not isinstance(value, Mapping):
+                raise TypeError(f"{path}: expected a mapping for {t.kind.name.lower()} "
+                                f"{t.name!r}, got {type(value).__name__}")
+            names = {m.name for m in t.data}
+            unknown = set(value) - names
+            if unknown:
+                raise KeyError(f"{path}: no member(s) {', '.join(sorted(unknown))} in "
+                               f"{t.name or 'anonymous ' + t.kind.name.lower()}")
+            for m in t.data:
+                if m.name not in value:
+                    continue
+                if m.bitfield_size:
+                    width = t.size
+                    unit = int.from_bytes(buf[off:off + width], "little")
+                    mask = ((1 << m.bitfield_size) - 1) << m.bit_offset
+                    unit = (unit & ~mask) | ((int(value[m.name]) << m.bit_offset) & mask)
+                    buf[off:off + width] = unit.to_bytes(width, "little")
+                else:
+                    self._put(m.type_id, buf, off + m.offset, value[m.name], f"{path}.{m.name}")
+            return
+        if t.kind == Kind.ARRAY:
+            elem, _idx, n = t.data
+            if self._is_char(elem) and isinstance(value, (str, bytes)):
+                raw = value.encode() if isinstance(value, str) else value
+                if len(raw) > n:
+                    raise ValueError(f"{path}: {len(raw)} bytes do not fit char[{n}]")
+                buf[off:off + n] = raw.ljust(n, b"\0")
+                return
+            value = list(value)
+            if len(value) > n:
+                raise ValueError(f"{path}: {len(value)} elements do not fit [{n}]")
+            esz = self.btf.size_of(elem)
+            for i, v in enumerate(value):
+                self._put(elem, buf, off + i * esz, v, f"{path}[{i}]")
+            return
+        if t.kind == Kind.FLOAT:
+            struct.pack_into({4: "<f", 8: "<d"}[t.size], buf, off, float(value))
+            return
+        size, signed = self._int_info(t)
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, bool) and t.kind == Kind.INT:
+                value = int(value)
+            else:
+                raise TypeError(f"{path}: expected an integer for {t.name or t.kind.name}, "
+                                f"got {type(value).__name__}")
+        try:
+            buf[off:off + size] = value.to_bytes(size, "little", signed=signed)
+        except OverflowError:
+            lo, hi = (-(1 << (8 * size - 1)), (1 << (8 * size - 1)) - 1) if signed \
+                else (0, (1 << (8 * size)) - 1)
+            raise ValueError(f"{path}: {value} outside {t.name or 'integer'} range "
+                             f"[{lo}, {hi}]") from None

@@ -1,0 +1,157 @@
+"""A BPF object file opened (and later loaded) by libbpf."""
+from __future__ import annotations
+
+import errno
+import os
+
+from scx_slo.libbpf import errors
+from scx_slo.libbpf._libbpf import ffi, lib
+from scx_slo.libbpf.links import Link
+from scx_slo.libbpf.maps import ObjectMap
+
+DEFAULT_LOG_SIZE = 4 << 20  # verifier log buffer (bytes)
+
+
+class BpfObject:
+    """`struct bpf_object`: open from a file, adjust, load, attach.
+
+    Owns its maps and the links it attaches; close() releases links, then
+    maps, then the object, and is idempotent. Children (maps, links) keep a
+    reference to their object, so it outlives them.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, btf_custom_path: str | os.PathLike | None = None,
+                 kernel_log_size: int = DEFAULT_LOG_SIZE, kernel_log_level: int = 0,
+                 object_name: str | None = None):
+        self.path = os.fspath(path)
+        self._keep = []  # cdata that must outlive the bpf_object (opts strings, log buffer)
+        opts = ffi.new("struct bpf_object_open_opts *")
+        opts.sz = ffi.sizeof("struct bpf_object_open_opts")
+        if btf_custom_path is not None:
+            s = ffi.new("char[]", os.fsencode(btf_custom_path))
+            self._keep.append(s)
+            opts.btf_custom_path = s
+        if object_name is not None:
+            s = ffi.new("char[]", object_name.encode())
+            self._keep.append(s)
+            opts.object_name = s
+        self._log = ffi.new("char[]", kernel_log_size) if kernel_log_size else ffi.NULL
+        opts.kernel_log_buf = self._log
+        opts.kernel_log_size = kernel_log_size
+        opts.kernel_log_level = kernel_log_level
+        self._opts = opts
+        mark = errors.log_mark()
+        self._ptr = errors.check(f"open of BPF object {self.path}",
+                                 lib.bpf_object__open_file(os.fsencode(self.path), opts),
+                                 since=mark)
+        self._maps: dict[str, ObjectMap] = {}
+        self._links: list[Link] = []
+        self.loaded = False
+
+    # -- lookup ---------------------------------------------------------------
+    def _live(self):
+        if self._ptr is None:
+            raise errors.LibbpfError(f"BPF object {self.path}", errno.EBADF,
+                                     detail="object is closed")
+        return self._ptr
+
+    @property
+    def name(self) -> str:
+        return ffi.string(lib.bpf_object__name(self._live())).decode()
+
+    @property
+    def maps(self) -> dict[str, ObjectMap]:
+        """Every map of the object by name (libbpf's names: '.rodata' maps appear
+        under their section name, see map())."""
+        ptr = lib.bpf_object__next_map(self._live(), ffi.NULL)
+        while ptr != ffi.NULL:
+            name = ffi.string(lib.bpf_map__name(ptr)).decode()
+            if name not in self._maps:
+                self._maps[name] = ObjectMap(self, ptr)
+            ptr = lib.bpf_object__next_map(self._ptr, ptr)
+        return dict(self._maps)
+
+    def map(self, name: str) -> ObjectMap:
+        """A map by name; internal maps also by section name ('.rodata')."""
+        for m in self._maps.values():
+            if m.name == name and not m.closed:
+                return m
+        ptr = lib.bpf_object__find_map_by_name(self._live(), name.encode())
+        if ptr == ffi.NULL:
+            raise errors.NotFound(f"map {name!r} in {self.path}", errno.ENOENT)
+        m = ObjectMap(self, ptr)
+        self._maps[name] = m
+        return m
+
+    @property
+    def programs(self) -> dict[str, str]:
+        """Program name -> section name."""
+        out = {}
+        ptr = lib.bpf_object__next_program(self._live(), ffi.NULL)
+        while ptr != ffi.NULL:
+            out[ffi.string(lib.bpf_program__name(ptr)).decode()] = \
+                ffi.string(lib.bpf_program__section_name(ptr)).decode()
+            ptr = lib.bpf_object__next_program(self._ptr, ptr)
+        return out
+
+    # -- load / attach ----------------------------------------------------------
+    @property
+    def kernel_log(self) -> str:
+        if self._log == ffi.NULL:
+            return ""
+        return ffi.string(self._log).decode("utf-8", "replace")
+
+    def load(self) -> None:
+        """Load into the kernel. A verifier rejection raises VerifierError with its log."""
+        if self._log != ffi.NULL:
+            self._log[0] = b"\0"
+        mark = errors.log_mark()
+        ret = lib.bpf_object__load(self._live())
+        if ret < 0:
+            vlog = self.kernel_log
+            if vlog.strip():
+                raise errors.VerifierError(f"load of BPF object {self.path}", -ret, vlog,
+                                           errors.log_tail(mark))
+            errors.check(f"load of BPF object {self.path}", ret, since=mark)
+        self.loaded = True
+
+    def attach_struct_ops(self, map_name: str) -> Link:
+        m = self.map(map_name)
+        mark = errors.log_mark()
+        ptr = errors.check(f"attach of struct_ops map {map_name!r}",
+                           lib.bpf_map__attach_struct_ops(m._ptr), since=mark)
+        link = Link(ptr, self, f"struct_ops link of {map_name!r}")
+        self._links.append(link)
+        return link
+
+    # -- lifetime ---------------------------------------------------------------
+    def close(self) -> None:
+        """Close links, then maps, then the object (idempotent)."""
+        if self._ptr is None:
+            return
+        for link in reversed(self._links):
+            link.close()
+        self._links.clear()
+        for m in self._maps.values():
+            m.close()
+        self._maps.clear()
+        ptr, self._ptr = self._ptr, None
+        lib.bpf_object__close(ptr)
+        self._keep.clear()
+
+    @property
+    def closed(self) -> bool:
+        return self._ptr is None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):  # backstop only
+        if getattr(self, "_ptr", None) is not None:
+            self.close()
+
+    def __repr__(self) -> str:
+        return f"<BpfObject {self.path} {'closed' if self.closed else 'open'}>"
