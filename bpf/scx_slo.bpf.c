@@ -1,0 +1,767 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * scx_slo - an SLO-aware sched_ext scheduler for Kubernetes nodes.
+ *
+ * Policy:
+ *  - Full switch: every SCHED_NORMAL/BATCH/IDLE task is scheduled here.
+ *  - Class: a task's SLO class comes from its cgroup. scx_bpf_task_cgroup(p)
+ *    and its ancestors (deepest first, at most SLO_MAX_WALK levels) are looked
+ *    up in slo_cgroups (cgroup id -> class), so a container scope inherits its
+ *    pod slice's class. The result is cached in task storage and recomputed
+ *    when user space bumps slo_gen, when cpu.weight changes, or when the task
+ *    moves cgroup. Class 0 is the default (batch) class.
+ *  - Latency-critical classes: on wakeup take an idle CPU if there is one;
+ *    otherwise queue on LAT_DSQ ordered by deadline (wakeup + class budget)
+ *    and preempt one CPU that runs lower-class work (SCX_KICK_PREEMPT), at
+ *    most one kick in flight per CPU. Short slices. A CPU that already runs
+ *    latency-critical work is never kicked, so there is no kick/resched loop.
+ *  - Everything else: weighted virtual time on BATCH_DSQ. A task's weight is
+ *    p->scx.weight x its class weight x the product of cpu.weight/100 along
+ *    its cgroup chain (kept by cgroup_init/cgroup_set_weight), divided by the
+ *    number of runnable tasks in its cgroup, so cgroups share by cpu.weight.
+ *    cpu.max (cgroup_set_bandwidth, >= 6.17) is NOT enforced: a known gap.
+ *  - Bounded starvation: after latency-critical work has run for
+ *    (100 - batch_floor_pct)/batch_floor_pct batch slices on a CPU while
+ *    batch work is queued, that CPU runs one batch slice (floor boost).
+ *    Per-CPU kthreads go to their CPU's local DSQ, ahead of both DSQs. Every
+ *    100 ms each CPU scans the tail of BATCH_DSQ and runs any task that has
+ *    waited more than timeout_ms/4.
+ *  - Observability: per-class, per-CPU wakeup-to-run log2 histograms and
+ *    counters in slo_stats; ops.exit copies the exit info into slo_exit.
+ *
+ * Map/tunable names are a contract with the Python loader: see bpf/README.md.
+ */
+#include "scx_slo.h"
+
+char _license[] SEC("license") = "GPL";
+
+#define SLO_MAX_CLASSES		8
+#define SLO_MAX_WALK		16
+#define SLO_MAX_CPUS		1024
+#define SLO_HIST_BUCKETS	32
+
+#define LAT_DSQ			1
+#define BATCH_DSQ		2
+#define STALL_DSQ		3	/* test-only: never consumed */
+
+#define SLO_W_ONE		65536ULL	/* cgroup chain weight 1.0 */
+#define STARVE_SCAN_NS		(100ULL * 1000 * 1000)
+#define STARVE_SCAN_MAX		256
+
+/* ---- tunables, set by user space before load ---- */
+const volatile u64 slice_ns = 5ULL * 1000 * 1000;	/* batch slice */
+const volatile u64 lat_slice_ns = 1ULL * 1000 * 1000;	/* latency-critical slice */
+const volatile u64 lat_budget_ns = 2ULL * 1000 * 1000;	/* budget if a class sets 0 */
+const volatile u32 batch_floor_pct = 5;
+const volatile u32 timeout_ms = 5000;
+const volatile u32 miss_frac_pct = 100;
+const volatile s32 stall_canary_pid = 0;		/* test-only, 0 = off */
+
+/* ---- maps shared with user space ---- */
+struct slo_class_entry {
+	u32 class_id;
+	u32 flags;		/* reserved, 0 */
+};
+
+struct slo_class_cfg {
+	u64 budget_ns;		/* wakeup-to-run budget; deadline = wakeup + budget */
+	u64 slice_ns;		/* 0: lat_slice_ns or slice_ns */
+	u32 latency_critical;
+	u32 weight;		/* class weight multiplier, 100 = 1.0; 0 = 100 */
+	u64 miss_threshold_ns;	/* 0: budget * miss_frac_pct / 100 */
+};
+
+struct slo_class_stats {
+	u64 lat_hist[SLO_HIST_BUCKETS];	/* bucket i: wakeup-to-run in [2^i, 2^(i+1)) ns */
+	u64 nr_wakeups;
+	u64 nr_misses;
+	u64 nr_preempts;	/* SCX_KICK_PREEMPT issued on behalf of this class */
+	u64 nr_direct;		/* dispatched straight to an idle CPU */
+	u64 nr_floor_boosts;	/* batch slices forced by the floor */
+	u64 nr_fallbacks;	/* latency-critical wakeups with no idle/preemptible CPU */
+	u64 nr_kthread_local;	/* per-CPU kthreads sent to their local DSQ */
+	u64 nr_starve_rescues;	/* tasks pulled out of BATCH_DSQ by the starvation scan */
+	u64 nr_class_errors;	/* cgroup mapped to an out-of-range class (used 0) */
+	u64 nr_enqueues;
+	u64 run_ns;		/* CPU time consumed by the class */
+};
+
+struct slo_exit_info {
+	s64 kind;
+	s64 exit_code;
+	char reason[128];
+	char msg[1024];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u64);
+	__type(value, struct slo_class_entry);
+} slo_cgroups SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SLO_MAX_CLASSES);
+	__type(key, u32);
+	__type(value, struct slo_class_cfg);
+} slo_classes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, u64);
+} slo_gen SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SLO_MAX_CLASSES);
+	__type(key, u32);
+	__type(value, struct slo_class_stats);
+} slo_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct slo_exit_info);
+} slo_exit SEC(".maps");
+
+/* ---- internal state ---- */
+struct cg_info {
+	u32 weight;		/* cpu.weight, 1..10000 */
+	s32 nr_runnable;	/* runnable non-critical tasks charged to this cgroup */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u64);
+	__type(value, struct cg_info);
+} slo_cg_info SEC(".maps");
+
+struct task_ctx {
+	u64 gen;		/* slo_gen when the class was resolved; ~0 = stale */
+	u64 wgen;		/* weight_gen when resolved */
+	u64 cgid;		/* task's cgroup (the one owning its cpu controller) */
+	u64 counted_cgid;	/* cgroup whose nr_runnable counts this task, 0 = none */
+	u64 chain_w;		/* product of cpu.weight/100 along the chain, SLO_W_ONE = 1 */
+	u64 budget_ns;
+	u64 slice_ns;
+	u64 miss_ns;
+	u64 wake_at;		/* set on wakeup, cleared when it runs */
+	u64 enq_at;		/* last time it was queued (starvation scan) */
+	u64 deadline;
+	u32 class_id;
+	u32 class_w;
+	u32 lat;		/* latency-critical class */
+	u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct task_ctx);
+} slo_task_ctx SEC(".maps");
+
+enum cur_kind { CUR_IDLE = 0, CUR_BATCH = 1, CUR_LAT = 2, CUR_KTHREAD = 3 };
+
+/* Written only by the owning CPU, read (racily) by others to pick a victim. */
+struct cpu_ctx {
+	u64 started_at;
+	u64 lat_since_batch;	/* latency-critical ns run since batch last ran */
+	u64 last_scan;
+	u32 cur;		/* enum cur_kind */
+	u32 kick_pending;
+	u32 floor_boost;
+	u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SLO_MAX_CPUS);
+	__type(key, u32);
+	__type(value, struct cpu_ctx);
+} slo_cpu_ctx SEC(".maps");
+
+u64 vtime_now;
+u64 weight_gen;
+
+static __always_inline u64 now_ns(void)
+{
+	return bpf_ktime_get_ns();
+}
+
+static __always_inline struct slo_class_stats *class_stats(u32 cls)
+{
+	return bpf_map_lookup_elem(&slo_stats, &cls);
+}
+
+static __always_inline struct cpu_ctx *cpu_ctx_of(s32 cpu)
+{
+	u32 key = cpu;
+
+	return bpf_map_lookup_elem(&slo_cpu_ctx, &key);
+}
+
+static __always_inline u64 slo_gen_now(void)
+{
+	u32 zero = 0;
+	u64 *g = bpf_map_lookup_elem(&slo_gen, &zero);
+
+	return g ? *g : 0;
+}
+
+static __always_inline bool is_pcpu_kthread(const struct task_struct *p)
+{
+	return (p->flags & PF_KTHREAD) && p->nr_cpus_allowed == 1;
+}
+
+static __always_inline bool is_canary(const struct task_struct *p)
+{
+	return stall_canary_pid && p->pid == stall_canary_pid;
+}
+
+/*
+ * Resolve @p's class and cgroup weight chain from its cgroup. Walks from the
+ * task's cgroup towards the root; the deepest cgroup present in slo_cgroups
+ * decides the class.
+ */
+static void resolve_class(struct task_struct *p, struct task_ctx *tctx)
+{
+	struct slo_class_cfg *cfg;
+	struct cgroup *cgrp, *anc;
+	u64 chain = SLO_W_ONE;
+	u32 cls = 0, i;
+	bool found = false;
+	int level;
+
+	tctx->gen = slo_gen_now();
+	tctx->wgen = weight_gen;
+
+	cgrp = scx_bpf_task_cgroup(p);
+	if (!cgrp)
+		goto set;
+	tctx->cgid = cgrp->kn->id;
+	level = cgrp->level;
+
+	for (i = 0; i < SLO_MAX_WALK; i++) {
+		struct slo_class_entry *ent;
+		struct cg_info *ci;
+		u64 id;
+
+		if ((int)i > level)
+			break;
+		anc = bpf_cgroup_ancestor(cgrp, level - i);
+		if (!anc)
+			break;
+		id = anc->kn->id;
+		bpf_cgroup_release(anc);
+
+		if (!found) {
+			ent = bpf_map_lookup_elem(&slo_cgroups, &id);
+			if (ent) {
+				cls = ent->class_id;
+				found = true;
+			}
+		}
+		/* the root cgroup has no cpu.weight */
+		if (level - (int)i > 0) {
+			ci = bpf_map_lookup_elem(&slo_cg_info, &id);
+			if (ci && ci->weight)
+				chain = chain * ci->weight / 100;
+			chain = SLO_MIN(SLO_MAX(chain, 1ULL), SLO_W_ONE * 10000);
+		}
+	}
+	bpf_cgroup_release(cgrp);
+set:
+	if (cls >= SLO_MAX_CLASSES) {
+		struct slo_class_stats *st = class_stats(0);
+
+		if (st)
+			st->nr_class_errors++;
+		cls = 0;
+	}
+	tctx->class_id = cls;
+	tctx->chain_w = chain;
+
+	cfg = bpf_map_lookup_elem(&slo_classes, &cls);
+	tctx->lat = cfg && cfg->latency_critical;
+	tctx->budget_ns = (cfg && cfg->budget_ns) ? cfg->budget_ns : lat_budget_ns;
+	if (cfg && cfg->slice_ns)
+		tctx->slice_ns = cfg->slice_ns;
+	else
+		tctx->slice_ns = tctx->lat ? lat_slice_ns : slice_ns;
+	tctx->class_w = (cfg && cfg->weight) ? cfg->weight : 100;
+	if (cfg && cfg->miss_threshold_ns)
+		tctx->miss_ns = cfg->miss_threshold_ns;
+	else
+		tctx->miss_ns = tctx->budget_ns * miss_frac_pct / 100;
+}
+
+/* Task context with an up-to-date class; NULL only if storage is missing. */
+static __always_inline struct task_ctx *task_ctx_fresh(struct task_struct *p)
+{
+	struct task_ctx *tctx;
+
+	tctx = bpf_task_storage_get(&slo_task_ctx, p, 0, 0);
+	if (!tctx)
+		return NULL;
+	if (tctx->gen != slo_gen_now() || tctx->wgen != weight_gen)
+		resolve_class(p, tctx);
+	return tctx;
+}
+
+static __always_inline void cg_runnable_add(u64 cgid, s32 delta)
+{
+	struct cg_info *ci;
+
+	if (!cgid)
+		return;
+	ci = bpf_map_lookup_elem(&slo_cg_info, &cgid);
+	if (ci)
+		__sync_fetch_and_add(&ci->nr_runnable, delta);
+}
+
+/*
+ * Pick a CPU to preempt for a latency-critical task: the task's current CPU
+ * if it runs batch work, else the first allowed CPU running batch work that
+ * has no kick in flight and is not serving the batch floor.
+ */
+static s32 pick_victim(struct task_struct *p, s32 prefer)
+{
+	struct cpu_ctx *cc;
+	u32 nr = scx_bpf_nr_cpu_ids();
+	s32 cpu;
+
+	cc = cpu_ctx_of(prefer);
+	if (cc && cc->cur == CUR_BATCH && !cc->kick_pending && !cc->floor_boost &&
+	    bpf_cpumask_test_cpu(prefer, p->cpus_ptr))
+		return prefer;
+
+	bpf_for(cpu, 0, SLO_MAX_CPUS) {
+		if (cpu >= nr)
+			break;
+		if (cpu == prefer)
+			continue;
+		cc = cpu_ctx_of(cpu);
+		if (!cc || cc->cur != CUR_BATCH || cc->kick_pending || cc->floor_boost)
+			continue;
+		if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+			continue;
+		return cpu;
+	}
+	return -1;
+}
+
+/* select_cpu: an idle CPU is taken directly by any class. */
+s32 BPF_STRUCT_OPS(slo_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
+{
+	struct task_ctx *tctx;
+	bool is_idle = false;
+	s32 cpu, victim;
+
+	if (is_canary(p))
+		return prev_cpu;
+
+	tctx = task_ctx_fresh(p);
+	cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
+	if (is_idle) {
+		struct slo_class_stats *st;
+
+		slo_dsq_insert(p, SCX_DSQ_LOCAL, tctx ? tctx->slice_ns : slice_ns, 0);
+		if (tctx && tctx->lat && (st = class_stats(tctx->class_id)))
+			st->nr_direct++;
+		return cpu;
+	}
+	if (tctx && tctx->lat) {
+		/* enqueue then runs on the victim's runqueue and kicks it */
+		victim = pick_victim(p, prev_cpu);
+		if (victim >= 0)
+			return victim;
+	}
+	return cpu;
+}
+
+/* enqueue: per-CPU kthreads local, latency-critical by deadline + preempt, rest by vtime. */
+void BPF_STRUCT_OPS(slo_enqueue, struct task_struct *p, u64 enq_flags)
+{
+	struct slo_class_stats *st;
+	struct task_ctx *tctx;
+	struct cpu_ctx *cc;
+	u64 now = now_ns(), vtime;
+	s32 cpu;
+
+	if (is_canary(p)) {
+		slo_dsq_insert(p, STALL_DSQ, slice_ns, enq_flags);
+		return;
+	}
+
+	tctx = task_ctx_fresh(p);
+
+	if (is_pcpu_kthread(p)) {
+		cc = cpu_ctx_of(scx_bpf_task_cpu(p));
+		if (cc && cc->cur == CUR_BATCH)
+			enq_flags |= SCX_ENQ_PREEMPT;
+		slo_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, enq_flags);
+		if ((st = class_stats(tctx ? tctx->class_id : 0)))
+			st->nr_kthread_local++;
+		return;
+	}
+
+	if (!tctx) {
+		slo_dsq_insert_vtime(p, BATCH_DSQ, slice_ns, vtime_now, enq_flags);
+		return;
+	}
+	tctx->enq_at = now;
+	st = class_stats(tctx->class_id);
+	if (st)
+		st->nr_enqueues++;
+
+	if (tctx->lat) {
+		tctx->deadline = (tctx->wake_at ? tctx->wake_at : now) + tctx->budget_ns;
+		slo_dsq_insert_vtime(p, LAT_DSQ, tctx->slice_ns, tctx->deadline, enq_flags);
+
+		cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
+		if (cpu >= 0) {
+			scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+			return;
+		}
+		cpu = pick_victim(p, scx_bpf_task_cpu(p));
+		if (cpu >= 0) {
+			cc = cpu_ctx_of(cpu);
+			if (cc)
+				cc->kick_pending = 1;
+			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
+			if (st)
+				st->nr_preempts++;
+		} else if (st) {
+			st->nr_fallbacks++;
+		}
+		return;
+	}
+
+	/* Bound sleeper credit to one slice. */
+	vtime = p->scx.dsq_vtime;
+	if (slo_time_before(vtime, vtime_now - slice_ns))
+		vtime = vtime_now - slice_ns;
+	slo_dsq_insert_vtime(p, BATCH_DSQ, tctx->slice_ns, vtime, enq_flags);
+
+	cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
+	if (cpu >= 0)
+		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+}
+
+/* Starvation scan: run the longest-waiting-looking tail of BATCH_DSQ if it waited too long. */
+static __always_inline bool rescue_starved(u64 now)
+{
+	struct task_struct *q;
+	struct task_ctx *tctx;
+	u64 limit = (u64)timeout_ms * 1000 * 1000 / 4;
+	struct bpf_iter_scx_dsq it;
+	bool moved = false;
+	int i;
+
+	if (bpf_iter_scx_dsq_new(&it, BATCH_DSQ, SCX_DSQ_ITER_REV)) {
+		bpf_iter_scx_dsq_destroy(&it);
+		return false;
+	}
+	bpf_for(i, 0, STARVE_SCAN_MAX) {
+		q = bpf_iter_scx_dsq_next(&it);
+		if (!q)
+			break;
+		tctx = bpf_task_storage_get(&slo_task_ctx, q, 0, 0);
+		if (!tctx || now - tctx->enq_at < limit)
+			continue;
+		if (slo_dsq_move(&it, q, SCX_DSQ_LOCAL, 0)) {
+			struct slo_class_stats *st = class_stats(tctx->class_id);
+
+			if (st)
+				st->nr_starve_rescues++;
+			moved = true;
+			break;
+		}
+	}
+	bpf_iter_scx_dsq_destroy(&it);
+	return moved;
+}
+
+/* dispatch: starvation rescue, then the batch floor, then latency-critical, then batch. */
+void BPF_STRUCT_OPS(slo_dispatch, s32 cpu, struct task_struct *prev)
+{
+	struct cpu_ctx *cc = cpu_ctx_of(cpu);
+	u64 now = now_ns();
+	s32 nr_batch = scx_bpf_dsq_nr_queued(BATCH_DSQ);
+
+	if (!cc) {
+		if (!slo_dsq_move_to_local(LAT_DSQ))
+			slo_dsq_move_to_local(BATCH_DSQ);
+		return;
+	}
+
+	if (nr_batch <= 0) {
+		cc->lat_since_batch = 0;
+	} else {
+		if (now - cc->last_scan > STARVE_SCAN_NS) {
+			cc->last_scan = now;
+			if (rescue_starved(now))
+				return;
+		}
+		if (batch_floor_pct && batch_floor_pct < 100 &&
+		    cc->lat_since_batch * batch_floor_pct >=
+		    (u64)(100 - batch_floor_pct) * slice_ns &&
+		    scx_bpf_dsq_nr_queued(LAT_DSQ) > 0) {
+			if (slo_dsq_move_to_local(BATCH_DSQ)) {
+				struct slo_class_stats *st = class_stats(0);
+
+				cc->floor_boost = 1;
+				if (st)
+					st->nr_floor_boosts++;
+				return;
+			}
+		}
+	}
+
+	if (slo_dsq_move_to_local(LAT_DSQ))
+		return;
+	slo_dsq_move_to_local(BATCH_DSQ);
+}
+
+/* runnable: stamp wakeups and count the task against its cgroup's runnable tasks. */
+void BPF_STRUCT_OPS(slo_runnable, struct task_struct *p, u64 enq_flags)
+{
+	struct task_ctx *tctx = task_ctx_fresh(p);
+
+	if (!tctx)
+		return;
+	if (enq_flags & SCX_ENQ_WAKEUP)
+		tctx->wake_at = now_ns();
+	if (!tctx->lat && !tctx->counted_cgid && tctx->cgid) {
+		tctx->counted_cgid = tctx->cgid;
+		cg_runnable_add(tctx->cgid, 1);
+	}
+}
+
+/* running: record wakeup-to-run latency and what this CPU now runs. */
+void BPF_STRUCT_OPS(slo_running, struct task_struct *p)
+{
+	struct task_ctx *tctx = bpf_task_storage_get(&slo_task_ctx, p, 0, 0);
+	struct cpu_ctx *cc = cpu_ctx_of(scx_bpf_task_cpu(p));
+	u64 now = now_ns();
+
+	if (cc) {
+		cc->started_at = now;
+		cc->kick_pending = 0;
+		if (is_pcpu_kthread(p))
+			cc->cur = CUR_KTHREAD;
+		else
+			cc->cur = (tctx && tctx->lat) ? CUR_LAT : CUR_BATCH;
+		if (cc->cur != CUR_BATCH)
+			cc->floor_boost = 0;
+	}
+	if (!tctx)
+		return;
+
+	if (!tctx->lat && slo_time_before(vtime_now, p->scx.dsq_vtime))
+		vtime_now = p->scx.dsq_vtime;
+
+	if (tctx->wake_at) {
+		struct slo_class_stats *st = class_stats(tctx->class_id);
+		u64 lat = now - tctx->wake_at;
+
+		tctx->wake_at = 0;
+		if (st) {
+			u32 b = slo_log2_u64(lat);
+
+			if (b >= SLO_HIST_BUCKETS)
+				b = SLO_HIST_BUCKETS - 1;
+			st->lat_hist[b]++;
+			st->nr_wakeups++;
+			if (lat > tctx->miss_ns)
+				st->nr_misses++;
+		}
+	}
+}
+
+/* stopping: charge weighted vtime to non-critical tasks and account the CPU's time. */
+void BPF_STRUCT_OPS(slo_stopping, struct task_struct *p, bool runnable)
+{
+	struct task_ctx *tctx = bpf_task_storage_get(&slo_task_ctx, p, 0, 0);
+	struct cpu_ctx *cc = cpu_ctx_of(scx_bpf_task_cpu(p));
+	struct slo_class_stats *st;
+	u64 now = now_ns(), used = 0, eff;
+	s32 nr = 1;
+
+	if (cc) {
+		used = now - cc->started_at;
+		if (tctx && tctx->lat)
+			cc->lat_since_batch += used;
+		else if (!is_pcpu_kthread(p))
+			cc->lat_since_batch = 0;
+		cc->cur = CUR_IDLE;
+		cc->floor_boost = 0;
+	}
+	if (!tctx)
+		return;
+	if ((st = class_stats(tctx->class_id)))
+		st->run_ns += used;
+	if (tctx->lat)
+		return;
+
+	if (tctx->counted_cgid) {
+		struct cg_info *ci = bpf_map_lookup_elem(&slo_cg_info, &tctx->counted_cgid);
+
+		if (ci && ci->nr_runnable > 1)
+			nr = SLO_MIN(ci->nr_runnable, 1024);
+	}
+	/* effective weight x 256: task weight x class weight x cgroup chain / runnable */
+	eff = ((u64)p->scx.weight * tctx->chain_w >> 8) * tctx->class_w / 100 / nr;
+	if (!eff)
+		eff = 1;
+	p->scx.dsq_vtime += used * 100 * 256 / eff;
+}
+
+/* quiescent: the task no longer counts as runnable in its cgroup. */
+void BPF_STRUCT_OPS(slo_quiescent, struct task_struct *p, u64 deq_flags)
+{
+	struct task_ctx *tctx = bpf_task_storage_get(&slo_task_ctx, p, 0, 0);
+
+	if (tctx && tctx->counted_cgid) {
+		cg_runnable_add(tctx->counted_cgid, -1);
+		tctx->counted_cgid = 0;
+	}
+}
+
+/* enable: new tasks start at the current virtual time. */
+void BPF_STRUCT_OPS(slo_enable, struct task_struct *p)
+{
+	p->scx.dsq_vtime = vtime_now;
+}
+
+/* init_task: allocate the task context; its class resolves on first use. */
+s32 BPF_STRUCT_OPS(slo_init_task, struct task_struct *p, struct scx_init_task_args *args)
+{
+	struct task_ctx *tctx;
+
+	tctx = bpf_task_storage_get(&slo_task_ctx, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!tctx)
+		return -12;	/* -ENOMEM */
+	tctx->gen = ~0ULL;
+	return 0;
+}
+
+/* exit_task: drop the task's runnable count if it still holds one. */
+void BPF_STRUCT_OPS(slo_exit_task, struct task_struct *p, struct scx_exit_task_args *args)
+{
+	struct task_ctx *tctx = bpf_task_storage_get(&slo_task_ctx, p, 0, 0);
+
+	if (tctx && tctx->counted_cgid) {
+		cg_runnable_add(tctx->counted_cgid, -1);
+		tctx->counted_cgid = 0;
+	}
+}
+
+/* cgroup_init: remember the cgroup's cpu.weight. */
+s32 BPF_STRUCT_OPS(slo_cgroup_init, struct cgroup *cgrp, struct scx_cgroup_init_args *args)
+{
+	struct cg_info ci = { .weight = args->weight ? args->weight : 100 };
+	u64 id = cgrp->kn->id;
+
+	bpf_map_update_elem(&slo_cg_info, &id, &ci, BPF_ANY);
+	__sync_fetch_and_add(&weight_gen, 1);
+	return 0;
+}
+
+/* cgroup_exit: forget it. */
+void BPF_STRUCT_OPS(slo_cgroup_exit, struct cgroup *cgrp)
+{
+	u64 id = cgrp->kn->id;
+
+	bpf_map_delete_elem(&slo_cg_info, &id);
+}
+
+/* cgroup_set_weight: new cpu.weight; every task re-resolves its chain weight. */
+void BPF_STRUCT_OPS(slo_cgroup_set_weight, struct cgroup *cgrp, u32 weight)
+{
+	u64 id = cgrp->kn->id;
+	struct cg_info *ci = bpf_map_lookup_elem(&slo_cg_info, &id);
+
+	if (ci) {
+		ci->weight = weight;
+	} else {
+		struct cg_info n = { .weight = weight };
+
+		bpf_map_update_elem(&slo_cg_info, &id, &n, BPF_ANY);
+	}
+	__sync_fetch_and_add(&weight_gen, 1);
+}
+
+/* cgroup_move: the task re-resolves its class; its runnable count follows it. */
+void BPF_STRUCT_OPS(slo_cgroup_move, struct task_struct *p, struct cgroup *from, struct cgroup *to)
+{
+	struct task_ctx *tctx = bpf_task_storage_get(&slo_task_ctx, p, 0, 0);
+	u64 to_id = to->kn->id;
+
+	if (!tctx)
+		return;
+	tctx->gen = ~0ULL;
+	tctx->cgid = to_id;
+	if (tctx->counted_cgid) {
+		cg_runnable_add(tctx->counted_cgid, -1);
+		tctx->counted_cgid = to_id;
+		cg_runnable_add(to_id, 1);
+	}
+}
+
+/* init: create the dispatch queues. */
+s32 BPF_STRUCT_OPS_SLEEPABLE(slo_init)
+{
+	s32 ret;
+
+	ret = scx_bpf_create_dsq(LAT_DSQ, -1);
+	if (ret)
+		return ret;
+	ret = scx_bpf_create_dsq(BATCH_DSQ, -1);
+	if (ret)
+		return ret;
+	return scx_bpf_create_dsq(STALL_DSQ, -1);
+}
+
+/* exit: copy the kernel's exit info where user space can read it. */
+void BPF_STRUCT_OPS(slo_exit_op, struct scx_exit_info *ei)
+{
+	u32 zero = 0;
+	struct slo_exit_info *out = bpf_map_lookup_elem(&slo_exit, &zero);
+
+	if (!out)
+		return;
+	out->kind = ei->kind;
+	out->exit_code = ei->exit_code;
+	bpf_probe_read_kernel_str(out->reason, sizeof(out->reason), ei->reason);
+	bpf_probe_read_kernel_str(out->msg, sizeof(out->msg), ei->msg);
+}
+
+SEC(".struct_ops.link")
+struct sched_ext_ops scx_slo_ops = {
+	.select_cpu		= (void *)slo_select_cpu,
+	.enqueue		= (void *)slo_enqueue,
+	.dispatch		= (void *)slo_dispatch,
+	.runnable		= (void *)slo_runnable,
+	.running		= (void *)slo_running,
+	.stopping		= (void *)slo_stopping,
+	.quiescent		= (void *)slo_quiescent,
+	.enable			= (void *)slo_enable,
+	.init_task		= (void *)slo_init_task,
+	.exit_task		= (void *)slo_exit_task,
+	.cgroup_init		= (void *)slo_cgroup_init,
+	.cgroup_exit		= (void *)slo_cgroup_exit,
+	.cgroup_set_weight	= (void *)slo_cgroup_set_weight,
+	.cgroup_move		= (void *)slo_cgroup_move,
+	.init			= (void *)slo_init,
+	.exit			= (void *)slo_exit_op,
+	.flags			= 0,
+	.timeout_ms		= 5000,
+	.name			= "scx_slo",
+};
