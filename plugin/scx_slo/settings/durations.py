@@ -23,7 +23,7 @@ _UNITLESS = re.compile(r"[+-]?[0-9]+(?:\.[0-9]*)?")
 def parse_duration(value: object, *, min_ns: int = 1, max_ns: int = MAX_NS) -> int:
     """Parse VALUE (a string like "200ms") into nanoseconds, within [min_ns, max_ns]."""
     if isinstance(value, bool) or not isinstance(value, str):
-        if isinstance(value, (int, float)):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             raise DurationError(f"{value!r} has no unit; write a string such as {UNITS_HINT}")
         raise DurationError(f"expected a duration string such as {UNITS_HINT}, "
                             f"got {type(value).__name__}")

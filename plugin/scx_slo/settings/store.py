@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 
 from scx_slo.settings.errors import SettingsError, StoreError
-from scx_slo.settings.load import USER_DATA_PATH, read_bytes
+from scx_slo.settings.load import USER_DATA_PATH, decode_user_data, read_bytes
 from scx_slo.settings.model import Config
 from scx_slo.settings.validate import Loaded, validate_bytes, validate_text
 
@@ -105,11 +105,24 @@ def read_last_good(state_dir: str) -> Loaded | None:
 
 def load_effective(user_data_path: str = USER_DATA_PATH,
                    state_dir: str = DEFAULT_STATE_DIR) -> Effective:
-    """The configuration in force: see the module docstring."""
+    """The configuration in force, from the user-data file: see the module docstring."""
+    if not os.path.exists(user_data_path):
+        log.info("no user-data at %s", user_data_path)
+        return _effective(None, user_data_path, state_dir)
+    return _effective(lambda: read_bytes(user_data_path), user_data_path, state_dir)
+
+
+def load_effective_b64(user_data_b64: object, state_dir: str = DEFAULT_STATE_DIR,
+                       label: str = "settings.host-containers.scx-slo.user-data") -> Effective:
+    """The configuration in force, from a base64 user-data value (as the API returns it)."""
+    return _effective(lambda: decode_user_data(user_data_b64), label, state_dir)
+
+
+def _effective(fetch, label: str, state_dir: str) -> Effective:
     error: SettingsError | None = None
-    if os.path.exists(user_data_path):
+    if fetch is not None:
         try:
-            loaded = validate_bytes(read_bytes(user_data_path), user_data_path)
+            loaded = validate_bytes(fetch(), label)
         except SettingsError as e:
             error = e
         else:
@@ -117,12 +130,10 @@ def load_effective(user_data_path: str = USER_DATA_PATH,
                 save_last_good(state_dir, loaded)
             except StoreError as e:
                 log.warning("%s", e)
-            log.info("settings from %s accepted", user_data_path)
+            log.info("settings from %s accepted", label)
             return Effective(loaded.config, SOURCE_USER_DATA, None, loaded)
         log.error("settings in %s refused, keeping the last good configuration:\n%s",
-                  user_data_path, error)
-    else:
-        log.info("no user-data at %s", user_data_path)
+                  label, error)
     last = read_last_good(state_dir)
     if last is not None:
         return Effective(last.config, SOURCE_LAST_GOOD, error, last)
