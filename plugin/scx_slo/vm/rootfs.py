@@ -29,8 +29,10 @@ DEBIAN_PACKAGES = [
 ]
 # libbpf >= 1.4: bookworm has 1.1.2, which silently drops .struct_ops.link.
 BACKPORTS = ["libbpf1", "bpftool"]
-# Pure-Python and wheel-only dependencies, installed with pip into SITE.
-PIP_PACKAGES = ["pyelftools>=0.30", "tomlkit>=0.12", "grpcio>=1.60", "protobuf>=4.25"]
+# The project's runtime dependencies go in with pip (into SITE), except
+# systemd-python, which Debian's python3-systemd provides, and cffi, which must
+# be the version that built the extension the guest imports.
+PIP_FROM_DEBIAN = {"systemd-python"}
 SITE = "opt/scx-slo/site"
 STRIP = ["usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
          "var/cache/apt", "var/lib/apt/lists", "usr/share/zoneinfo"]
@@ -40,15 +42,24 @@ class RootfsError(ScxSloError):
     """The guest root filesystem could not be built."""
 
 
-def _cffi_requirement() -> str:
-    # The guest imports the cffi extension built on this machine: same cffi.
+def pip_requirements() -> list[str]:
+    from importlib.metadata import requires
+
     import cffi
-    return f"cffi=={cffi.__version__}"
+    from packaging.requirements import Requirement
+
+    reqs = [f"cffi=={cffi.__version__}"]
+    for text in requires("scx-slo") or []:
+        req = Requirement(text)
+        if req.marker is not None or req.name in PIP_FROM_DEBIAN or req.name == "cffi":
+            continue
+        reqs.append(f"{req.name}{req.specifier}")
+    return sorted(reqs)
 
 
 def recipe() -> dict:
     return {"suite": SUITE, "debian": DEBIAN_PACKAGES, "backports": BACKPORTS,
-            "pip": PIP_PACKAGES + [_cffi_requirement()], "strip": STRIP, "v": 1}
+            "pip": pip_requirements(), "strip": STRIP, "v": 1}
 
 
 def recipe_id() -> str:
@@ -91,7 +102,7 @@ def build(cache: Path, progress=print) -> Path:
 
     progress("installing Python dependencies into the guest")
     _run([sys.executable, "-m", "pip", "install", "-q", "--no-compile", "--target",
-          str(tree / SITE), *PIP_PACKAGES, _cffi_requirement()], "pip install --target")
+          str(tree / SITE), *pip_requirements()], "pip install --target")
 
     for rel in STRIP:
         shutil.rmtree(tree / rel, ignore_errors=True)
