@@ -73,15 +73,13 @@ class BpfObject:
 
     def map(self, name: str) -> ObjectMap:
         """A map by name; internal maps also by section name ('.rodata')."""
-        for m in self._maps.values():
-            if m.name == name and not m.closed:
-                return m
         ptr = lib.bpf_object__find_map_by_name(self._live(), name.encode())
         if ptr == ffi.NULL:
             raise errors.NotFound(f"map {name!r} in {self.path}", errno.ENOENT)
-        m = ObjectMap(self, ptr)
-        self._maps[name] = m
-        return m
+        real = ffi.string(lib.bpf_map__name(ptr)).decode()
+        if real not in self._maps:
+            self._maps[real] = ObjectMap(self, ptr)
+        return self._maps[real]
 
     @property
     def programs(self) -> dict[str, str]:

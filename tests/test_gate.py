@@ -1,0 +1,163 @@
+"""The ELF/BTF gate: the shipped object passes; each bad object is refused by the
+right named check, without a traceback, and never reaches libbpf."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fixtures import objects as O
+from scx_slo import gate
+
+pytestmark = pytest.mark.skipif(not O.have_clang(), reason="needs clang-19 for fixtures")
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("gate")
+
+
+@pytest.fixture(scope="module")
+def good(work) -> Path:
+    return O.scheduler_object(work)
+
+
+@pytest.fixture(scope="module")
+def kbtf(good, work) -> Path:
+    return O.kernel_btf_for(good, work)
+
+
+def _first_strong_candidate(path: Path) -> str:
+    from scx_slo.btf import Btf
+    btf = Btf(O.section_data(path, ".BTF"))
+    return sorted(n for n in btf.datasec_vars(".ksyms") if "___" not in n)[0]
+
+
+def _corpus(good: Path) -> dict[str, tuple[bytes, str]]:
+    """name -> (object bytes, the check that must refuse it)."""
+    data = good.read_bytes()
+    kfunc = _first_strong_candidate(good)
+    absent = kfunc[:-2] + ("zz" if not kfunc.endswith("zz") else "yy")
+    return {
+        "zero-length": (b"", "elf.header"),
+        "truncated-header": (data[:40], "elf.header"),
+        "truncated": (data[: len(data) // 2], "elf.sections"),
+        "wrong-e_machine": (O.set_e_machine(data, 62), "elf.header"),  # EM_X86_64
+        "big-endian": (data[:5] + b"\x02" + data[6:], "elf.header"),
+        "btf-magic": (O.corrupt_btf_magic(data), "btf"),
+        "no-license": (O.rename_section(data, "license", "_license"), "license"),
+        "proprietary": (O.set_license(data, "Proprietary"), "license"),
+        "no-struct_ops": (O.rename_section(data, ".struct_ops.link", "scx_slo_ops"),
+                          "struct_ops"),
+        "other-struct_ops-type": (O.replace_name(data, "sched_ext_ops", "tcp_congestio"),
+                                  "struct_ops"),
+        "map-missing": (O.replace_name(data, "slo_gen", "slo_gex"), "maps"),
+        "map-value-size": (O.retarget_map_value(data, "slo_classes", "u64"), "maps"),
+        "kfunc-absent": (O.replace_name(O.make_symbol_strong(data, kfunc), kfunc, absent),
+                         "kfuncs"),
+    }
+
+
+def test_shipped_object_passes(good, kbtf):
+    report = gate.inspect(good, kernel_btf=kbtf)
+    assert report.accepted, report.render()
+    assert {c.name for c in report.checks if c.ok} == set(gate.CHECK_NAMES) - {"sha256"}
+    assert report.details["struct_ops"]["ops_name"] == "scx_slo"
+    assert report.details["struct_ops"]["callbacks"]
+
+
+def test_host_kernel_without_sched_ext_is_reported(good):
+    # The host's kernel has no sched_ext: the gate says so by name.
+    report = gate.inspect(good, kernel_btf="/sys/kernel/btf/vmlinux")
+    from scx_slo.btf import Btf, Kind
+    if Btf.from_file("/sys/kernel/btf/vmlinux").find("sched_ext_ops", Kind.STRUCT):
+        pytest.skip("this host kernel has sched_ext")
+    assert not report.accepted
+    assert [c.name for c in report.failed] == ["kernel.struct_ops"]
+
+
+@pytest.mark.parametrize("case", [
+    "zero-length", "truncated-header", "truncated", "wrong-e_machine", "big-endian",
+    "btf-magic", "no-license", "proprietary", "no-struct_ops", "other-struct_ops-type",
+    "map-missing", "map-value-size", "kfunc-absent"])
+def test_bad_object_refused_by_named_check(case, good, kbtf, work):
+    data, check = _corpus(good)[case]
+    path = work / f"{case}.bpf.o"
+    path.write_bytes(data)
+    report = gate.inspect(path, kernel_btf=kbtf)
+    assert not report.accepted
+    assert report.check(check).status == gate.FAIL, report.render()
+    # The first failure is the one that names the defect (later ones may follow from it).
+    assert report.failed[0].name == check, report.render()
+
+
+def test_kfunc_absent_names_the_kfunc(good, work):
+    kfunc = _first_strong_candidate(good)
+    data = O.make_symbol_strong(good.read_bytes(), kfunc)
+    path = work / "strong.bpf.o"
+    path.write_bytes(data)
+    kb = O.kernel_btf_for(good, work, omit=(kfunc,))
+    report = gate.inspect(path, kernel_btf=kb)
+    assert report.failed and report.failed[0].name == "kfuncs"
+    assert kfunc in report.check("kfuncs").reason
+    # ...while a weak reference to the same absent kfunc is allowed.
+    weak = gate.inspect(good, kernel_btf=kb)
+    assert weak.check("kfuncs").ok and kfunc in weak.check("kfuncs").reason
+
+
+def test_sha256_pin(good, kbtf):
+    digest = hashlib.sha256(good.read_bytes()).hexdigest()
+    assert gate.inspect(good, kernel_btf=kbtf, expect_sha256=digest).check("sha256").ok
+    wrong = gate.inspect(good, kernel_btf=kbtf, expect_sha256="0" * 64)
+    assert not wrong.accepted and [c.name for c in wrong.failed] == ["sha256"]
+
+
+def test_unreadable_path_is_refused(tmp_path):
+    report = gate.inspect(tmp_path / "missing.o")
+    assert not report.accepted and report.failed[0].name == "elf.header"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "scx_slo", "inspect", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("case", ["zero-length", "big-endian", "btf-magic", "proprietary",
+                                  "map-value-size", "kfunc-absent"])
+def test_cli_refuses_without_traceback(case, good, kbtf, work):
+    data, check = _corpus(good)[case]
+    path = work / f"cli-{case}.bpf.o"
+    path.write_bytes(data)
+    r = _cli(str(path), "--kernel-btf", str(kbtf), "--json")
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    report = json.loads(r.stdout)
+    assert report["accepted"] is False
+    assert [c["name"] for c in report["checks"] if c["status"] == "fail"][0] == check
+
+
+def test_cli_accepts_and_usage(good, kbtf):
+    r = _cli(str(good), "--kernel-btf", str(kbtf))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "accepted" in r.stdout and "PASS  struct_ops" in r.stdout
+    assert _cli("--expect-sha256", "nothex").returncode == 2
+
+
+def test_refused_object_never_reaches_libbpf(good, kbtf, work, monkeypatch):
+    import scx_slo.libbpf as libbpf
+    from scx_slo.scheduler import Scheduler
+
+    opened = []
+    monkeypatch.setattr(libbpf, "BpfObject", lambda *a, **k: opened.append(a))
+    data, _check = _corpus(good)["proprietary"]
+    path = work / "never-loaded.bpf.o"
+    path.write_bytes(data)
+    with pytest.raises(gate.GateRefused) as exc:
+        Scheduler.open(path, kernel_btf=kbtf)
+    assert "license" in str(exc.value)
+    assert [c.name for c in exc.value.report.failed] == ["license"]
+    assert opened == []
