@@ -62,7 +62,7 @@ def test_show_names_where_values_came_from(tmp_path, capsys):
                  str(tmp_path / "st")]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"# effective settings: user-data ({ud})")
-    assert re.search(r"^scheduler\.slice = 20ms\s+# default$", out, re.M)
+    assert re.search(r"^scheduler\.slice = 5ms\s+# default$", out, re.M)
     assert re.search(rf"^scheduler\.watchdog-timeout = 5s\s+# {re.escape(str(ud))}:9$", out, re.M)
     assert re.search(r"^class\[0\]\.weight = 500\s+# derived from p99 \(200ms\)$", out, re.M)
     # now a broken user-data: the last good one stays, and show says so

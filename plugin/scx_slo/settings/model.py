@@ -47,8 +47,8 @@ class Metrics:
 class Scheduler:
     object: str | None = None          # None: the object shipped in the package
     sha256: str | None = None          # optional pin of the object's SHA-256
-    slice_ns: int = 20 * MS            # slice of the default class (SCX_SLICE_DFL)
-    batch_floor_pct: int = 10          # CPU share the default class keeps under load
+    slice_ns: int = 5 * MS             # slice of the default class (the BPF's slice_ns)
+    batch_floor_pct: int = 5           # CPU share the default class keeps under load
     watchdog_timeout_ns: int = 5 * S   # sched_ext watchdog (kernel max 30s)
     metrics: Metrics = field(default_factory=Metrics)
 
@@ -72,6 +72,16 @@ class SloClass:
     @property
     def is_default(self) -> bool:
         return self.id == DEFAULT_CLASS_ID
+
+    @property
+    def latency_critical(self) -> bool:
+        """Operator classes are latency-critical; the default class is batch."""
+        return self.id != DEFAULT_CLASS_ID
+
+    @property
+    def budget_ns(self) -> int | None:
+        """Wakeup-to-run budget (the BPF's slo_class_cfg.budget_ns): the miss threshold."""
+        return self.miss_threshold_ns
 
 
 @dataclass(frozen=True)
