@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from scx_slo.cli import main
+from scx_slo.settings import store
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "settings" / "examples" / "guide-demo.toml"
@@ -65,6 +66,8 @@ def test_show_names_where_values_came_from(tmp_path, capsys):
     assert re.search(r"^scheduler\.slice = 5ms\s+# default$", out, re.M)
     assert re.search(rf"^scheduler\.watchdog-timeout = 5s\s+# {re.escape(str(ud))}:9$", out, re.M)
     assert re.search(r"^class\[0\]\.weight = 500\s+# derived from p99 \(200ms\)$", out, re.M)
+    assert not (tmp_path / "st").exists()            # show only reads
+    store.load_effective(str(ud), str(tmp_path / "st"))   # the agent accepts it: last good
     # now a broken user-data: the last good one stays, and show says so
     ud.write_text("[scheduler]\nslice = \"-1ms\"\n")
     assert main(["settings", "show", "--user-data", str(ud), "--state-dir",

@@ -163,7 +163,7 @@ def _show(args) -> int:
 
     user_data = args.user_data or USER_DATA_PATH
     state_dir = args.state_dir or store.DEFAULT_STATE_DIR
-    eff = store.load_effective(user_data, state_dir)
+    eff = store.load_effective(user_data, state_dir, save=False)   # show writes nothing
     where = {store.SOURCE_USER_DATA: user_data,
              store.SOURCE_LAST_GOOD: eff.loaded.filename,
              store.SOURCE_DEFAULTS: "built-in defaults"}[eff.source]

@@ -104,21 +104,25 @@ def read_last_good(state_dir: str) -> Loaded | None:
 
 
 def load_effective(user_data_path: str = USER_DATA_PATH,
-                   state_dir: str = DEFAULT_STATE_DIR) -> Effective:
-    """The configuration in force, from the user-data file: see the module docstring."""
+                   state_dir: str = DEFAULT_STATE_DIR, *, save: bool = True) -> Effective:
+    """The configuration in force, from the user-data file: see the module docstring.
+
+    With save=False (`settings show`) nothing is written: a valid user-data is
+    reported as in force without becoming the saved last good copy."""
     if not os.path.exists(user_data_path):
         log.info("no user-data at %s", user_data_path)
-        return _effective(None, user_data_path, state_dir)
-    return _effective(lambda: read_bytes(user_data_path), user_data_path, state_dir)
+        return _effective(None, user_data_path, state_dir, save)
+    return _effective(lambda: read_bytes(user_data_path), user_data_path, state_dir, save)
 
 
 def load_effective_b64(user_data_b64: object, state_dir: str = DEFAULT_STATE_DIR,
-                       label: str = "settings.host-containers.scx-slo.user-data") -> Effective:
+                       label: str = "settings.host-containers.scx-slo.user-data", *,
+                       save: bool = True) -> Effective:
     """The configuration in force, from a base64 user-data value (as the API returns it)."""
-    return _effective(lambda: decode_user_data(user_data_b64), label, state_dir)
+    return _effective(lambda: decode_user_data(user_data_b64), label, state_dir, save)
 
 
-def _effective(fetch, label: str, state_dir: str) -> Effective:
+def _effective(fetch, label: str, state_dir: str, save: bool) -> Effective:
     error: SettingsError | None = None
     if fetch is not None:
         try:
@@ -127,7 +131,8 @@ def _effective(fetch, label: str, state_dir: str) -> Effective:
             error = e
         else:
             try:
-                save_last_good(state_dir, loaded)
+                if save:
+                    save_last_good(state_dir, loaded)
             except StoreError as e:
                 log.warning("%s", e)
             log.info("settings from %s accepted", label)

@@ -198,7 +198,7 @@ def _loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def _listen(c: _Checker, table: dict, path: tuple, enabled: bool | None):
+def _listen(c: _Checker, table: dict, path: tuple):
     full = path + ("listen",)
     default = model.Metrics()
     v = c.get(table, "listen", path, str, f"{default.address}:{default.port}")
@@ -242,7 +242,7 @@ def _scheduler(c: _Checker, doc: dict) -> model.Scheduler | None:
     mt = c.table(t, "metrics", path) or {}
     c.unknown_keys(mt, METRICS_KEYS, mpath)
     enabled = c.get(mt, "enabled", mpath, bool, d.metrics.enabled)
-    listen = _listen(c, mt, mpath, enabled)
+    listen = _listen(c, mt, mpath)
     if None in (slice_ns, floor, watchdog, enabled, listen) or \
             ("object" in t and obj is None) or ("sha256" in t and sha is None):
         return None
