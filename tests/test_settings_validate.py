@@ -293,3 +293,16 @@ def test_validate_arbitrary_bytes_raise_only_our_error(data):
         validate_bytes(data, "h.toml")
     except ValidationError as e:
         assert e.issues
+
+
+@hsettings(max_examples=300)
+@given(st.text(max_size=12), st.one_of(st.text(max_size=16), st.integers(), st.none(),
+                                        st.from_regex(r"[0-9]{1,5}(us|ms|s)", fullmatch=True)))
+def test_no_annotation_promotes_past_the_cap(namespace, value):
+    cfg = validate_text((ROOT / "settings/examples/multi-tenant.toml").read_text()).config
+    d = cfg.annotation_class(namespace, value)
+    granted = cfg.classes[d.class_id]
+    assert d.reason
+    if granted.id != 0:
+        assert granted.p99_ns >= cfg.annotations.tightest_ns   # payments (50ms) is never reached
+        assert namespace.startswith("team-")
