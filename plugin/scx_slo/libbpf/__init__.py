@@ -35,10 +35,15 @@ def version_string() -> str:
     return ffi.string(lib.libbpf_version_string()).decode()
 
 
-if version() < MIN_VERSION:
-    raise LibbpfVersionError(
-        f"libbpf {version_string()} is too old: scx_slo needs libbpf >= "
-        f"{MIN_VERSION[0]}.{MIN_VERSION[1]} (older releases silently drop .struct_ops.link)")
+def check_version(found: tuple[int, int], text: str) -> None:
+    """Refuse a libbpf older than MIN_VERSION (raises LibbpfVersionError, an ImportError)."""
+    if tuple(found) < MIN_VERSION:
+        raise LibbpfVersionError(
+            f"libbpf {text} is too old: scx_slo needs libbpf >= "
+            f"{MIN_VERSION[0]}.{MIN_VERSION[1]} (older releases silently drop .struct_ops.link)")
+
+
+check_version(version(), version_string())
 
 
 @ffi.def_extern()

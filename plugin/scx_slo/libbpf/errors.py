@@ -33,18 +33,41 @@ class LibbpfError(ScxSloError):
                  detail: str | None = None):
         self.operation = operation
         self.errno = err
-        self.errno_name = _errno.errorcode.get(err, f"errno {err}")
+        self.errno_name = _errno.errorcode.get(err) or LIBBPF_ERRNO_NAMES.get(err) \
+            or f"errno {err}"
         self.log_tail = list(log_tail or [])
         self.detail = detail
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        msg = f"{self.operation}: {self.errno_name} ({os.strerror(self.errno)})"
+        msg = f"{self.operation}: {self.errno_name} ({describe(self.errno)})"
         if self.detail:
             msg += f": {self.detail}"
         if self.log_tail:
             msg += "\n  " + "\n  ".join(self.log_tail)
         return msg
+
+
+# libbpf's own error codes (enum libbpf_errno, libbpf.h), beyond the errno range.
+LIBBPF_ERRNO_NAMES = {
+    4000: "LIBBPF_ERRNO__LIBELF", 4001: "LIBBPF_ERRNO__FORMAT", 4002: "LIBBPF_ERRNO__KVERSION",
+    4003: "LIBBPF_ERRNO__ENDIAN", 4004: "LIBBPF_ERRNO__INTERNAL", 4005: "LIBBPF_ERRNO__RELOC",
+    4006: "LIBBPF_ERRNO__LOAD", 4007: "LIBBPF_ERRNO__VERIFY", 4008: "LIBBPF_ERRNO__PROG2BIG",
+    4009: "LIBBPF_ERRNO__KVER", 4010: "LIBBPF_ERRNO__PROGTYPE", 4011: "LIBBPF_ERRNO__WRNGPID",
+    4012: "LIBBPF_ERRNO__INVSEQ", 4013: "LIBBPF_ERRNO__NLPARSE",
+}
+
+
+def describe(err: int) -> str:
+    """libbpf_strerror(): strerror for errnos, libbpf's text for its own codes."""
+    try:
+        from scx_slo.libbpf._libbpf import ffi, lib
+    except ImportError:
+        return os.strerror(err)
+    buf = ffi.new("char[]", 256)
+    if lib.libbpf_strerror(err, buf, 256) < 0:
+        return os.strerror(err)
+    return ffi.string(buf).decode("utf-8", "replace")
 
 
 class NotFound(LibbpfError):
