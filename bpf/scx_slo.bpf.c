@@ -423,6 +423,9 @@ void BPF_STRUCT_OPS(slo_enqueue, struct task_struct *p, u64 enq_flags)
 	if (tctx->lat) {
 		tctx->deadline = (tctx->wake_at ? tctx->wake_at : now) + tctx->budget_ns;
 		slo_dsq_insert_vtime(p, LAT_DSQ, tctx->slice_ns, tctx->deadline, enq_flags);
+		/* a re-queue (slice expiry, preemption) happens on a CPU that is rescheduling */
+		if (!(enq_flags & SCX_ENQ_WAKEUP))
+			return;
 
 		cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
 		if (cpu >= 0) {
@@ -443,15 +446,92 @@ void BPF_STRUCT_OPS(slo_enqueue, struct task_struct *p, u64 enq_flags)
 		return;
 	}
 
-	/* Bound sleeper credit to one slice. */
+	/*
+	 * Bound the credit a task brings back from sleep to one slice. Only on
+	 * wakeup: a task re-queued after preemption or slice expiry keeps its
+	 * vtime, else a low-weight competitor's large charges would erase the
+	 * lag a high-weight task is owed.
+	 */
 	vtime = p->scx.dsq_vtime;
-	if (slo_time_before(vtime, vtime_now - slice_ns))
+	if ((enq_flags & SCX_ENQ_WAKEUP) && slo_time_before(vtime, vtime_now - slice_ns))
 		vtime = vtime_now - slice_ns;
 	slo_dsq_insert_vtime(p, BATCH_DSQ, tctx->slice_ns, vtime, enq_flags);
 
 	cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
 	if (cpu >= 0)
 		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+}
+
+/*
+ * Virtual time for @used ns of CPU: 100 * used / effective weight, where the
+ * effective weight is task weight x class weight x cgroup chain weight
+ * divided by the runnable tasks of the task's cgroup (kept x 256).
+ */
+static __always_inline u64 vtime_charge(struct task_struct *p, struct task_ctx *tctx, u64 used)
+{
+	u64 eff;
+	s32 nr = 1;
+
+	if (tctx->counted_cgid) {
+		struct cg_info *ci = bpf_map_lookup_elem(&slo_cg_info, &tctx->counted_cgid);
+
+		if (ci && ci->nr_runnable > 1)
+			nr = SLO_MIN(ci->nr_runnable, 1024);
+	}
+	eff = ((u64)p->scx.weight * tctx->chain_w >> 8) * tctx->class_w / 100 / nr;
+	if (!eff)
+		eff = 1;
+	return used * 100 * 256 / eff;
+}
+
+/* vtime of the first task on BATCH_DSQ; false if it is empty. */
+static __always_inline bool batch_head_vtime(u64 *vtime)
+{
+	struct bpf_iter_scx_dsq it;
+	struct task_struct *q;
+	bool found = false;
+
+	if (!bpf_iter_scx_dsq_new(&it, BATCH_DSQ, 0)) {
+		q = bpf_iter_scx_dsq_next(&it);
+		if (q) {
+			*vtime = q->scx.dsq_vtime;
+			found = true;
+		}
+	}
+	bpf_iter_scx_dsq_destroy(&it);
+	return found;
+}
+
+/*
+ * dispatch runs while @prev is still current and not yet re-queued, so
+ * decide here whether @prev (slice used up, still runnable) should go on:
+ * a latency-critical prev goes on unless an earlier deadline is queued; a
+ * batch prev goes on while its vtime (with the pending charge) stays below
+ * the head of BATCH_DSQ.
+ */
+static __always_inline bool keep_prev(struct task_struct *prev, struct cpu_ctx *cc, u64 now)
+{
+	struct task_ctx *tctx;
+	u64 head;
+
+	if (!prev || !(prev->scx.flags & SCX_TASK_QUEUED) || is_canary(prev))
+		return false;
+	tctx = bpf_task_storage_get(&slo_task_ctx, prev, 0, 0);
+	if (!tctx)
+		return false;
+	if (tctx->lat) {
+		if (scx_bpf_dsq_nr_queued(LAT_DSQ) > 0)
+			return false;
+	} else {
+		if (scx_bpf_dsq_nr_queued(LAT_DSQ) > 0)
+			return false;
+		if (batch_head_vtime(&head) &&
+		    !slo_time_before(prev->scx.dsq_vtime +
+				     vtime_charge(prev, tctx, now - cc->started_at), head))
+			return false;
+	}
+	prev->scx.slice = tctx->slice_ns;
+	return true;
 }
 
 /* Starvation scan: run the longest-waiting-looking tail of BATCH_DSQ if it waited too long. */
@@ -488,7 +568,7 @@ static __always_inline bool rescue_starved(u64 now)
 	return moved;
 }
 
-/* dispatch: starvation rescue, then the batch floor, then latency-critical, then batch. */
+/* dispatch: starvation rescue, batch floor, prev if it still leads, latency-critical, batch. */
 void BPF_STRUCT_OPS(slo_dispatch, s32 cpu, struct task_struct *prev)
 {
 	struct cpu_ctx *cc = cpu_ctx_of(cpu);
@@ -511,8 +591,7 @@ void BPF_STRUCT_OPS(slo_dispatch, s32 cpu, struct task_struct *prev)
 		}
 		if (batch_floor_pct && batch_floor_pct < 100 &&
 		    cc->lat_since_batch * batch_floor_pct >=
-		    (u64)(100 - batch_floor_pct) * slice_ns &&
-		    scx_bpf_dsq_nr_queued(LAT_DSQ) > 0) {
+		    (u64)(100 - batch_floor_pct) * slice_ns) {
 			if (slo_dsq_move_to_local(BATCH_DSQ)) {
 				struct slo_class_stats *st = class_stats(0);
 
@@ -524,6 +603,8 @@ void BPF_STRUCT_OPS(slo_dispatch, s32 cpu, struct task_struct *prev)
 		}
 	}
 
+	if (keep_prev(prev, cc, now))
+		return;
 	if (slo_dsq_move_to_local(LAT_DSQ))
 		return;
 	slo_dsq_move_to_local(BATCH_DSQ);
@@ -591,8 +672,7 @@ void BPF_STRUCT_OPS(slo_stopping, struct task_struct *p, bool runnable)
 	struct task_ctx *tctx = bpf_task_storage_get(&slo_task_ctx, p, 0, 0);
 	struct cpu_ctx *cc = cpu_ctx_of(scx_bpf_task_cpu(p));
 	struct slo_class_stats *st;
-	u64 now = now_ns(), used = 0, eff;
-	s32 nr = 1;
+	u64 now = now_ns(), used = 0;
 
 	if (cc) {
 		used = now - cc->started_at;
@@ -610,17 +690,7 @@ void BPF_STRUCT_OPS(slo_stopping, struct task_struct *p, bool runnable)
 	if (tctx->lat)
 		return;
 
-	if (tctx->counted_cgid) {
-		struct cg_info *ci = bpf_map_lookup_elem(&slo_cg_info, &tctx->counted_cgid);
-
-		if (ci && ci->nr_runnable > 1)
-			nr = SLO_MIN(ci->nr_runnable, 1024);
-	}
-	/* effective weight x 256: task weight x class weight x cgroup chain / runnable */
-	eff = ((u64)p->scx.weight * tctx->chain_w >> 8) * tctx->class_w / 100 / nr;
-	if (!eff)
-		eff = 1;
-	p->scx.dsq_vtime += used * 100 * 256 / eff;
+	p->scx.dsq_vtime += vtime_charge(p, tctx, used);
 }
 
 /* quiescent: the task no longer counts as runnable in its cgroup. */

@@ -1,0 +1,443 @@
+#!/usr/bin/env python3
+"""Guest-side scenarios for the scx_slo scheduler; each prints one JSON object.
+
+Runs inside the test VM (root, cgroup2 at /sys/fs/cgroup, bpftool, stress-ng).
+It does not use the Python loader: the scheduler is registered with
+`bpftool struct_ops register` and its maps are filled with `bpftool map update`,
+so these scenarios test the BPF object alone.
+
+    python3 sched_guest.py load-unload
+    python3 sched_guest.py saturation --seconds 20 --oversub 8
+    python3 sched_guest.py weights --seconds 12
+    python3 sched_guest.py move
+    python3 sched_guest.py bench --seconds 12 --hogs 4
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+OBJ = os.environ.get("SCX_SLO_OBJ", "/opt/scx-slo/src/plugin/scx_slo/data/scx_slo.bpf.o")
+PIN = "/sys/fs/bpf/scx_slo_test"
+CG_ROOT = Path("/sys/fs/cgroup")
+SCX = Path("/sys/kernel/sched_ext")
+
+LAT_CLASS = 1
+NR_HIST = 32
+STAT_FIELDS = ["nr_wakeups", "nr_misses", "nr_preempts", "nr_direct", "nr_floor_boosts",
+               "nr_fallbacks", "nr_kthread_local", "nr_starve_rescues", "nr_class_errors",
+               "nr_enqueues", "run_ns"]
+EXIT_FMT = "<qq128s1024s"
+
+
+# -- the scheduler -------------------------------------------------------------------------
+def sh(argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
+    r = subprocess.run(argv, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {r.returncode}: {r.stderr.strip()[-2000:]}")
+    return r
+
+
+def scx_state() -> str:
+    return (SCX / "state").read_text().strip()
+
+
+def scx_ops() -> str:
+    p = SCX / "root" / "ops"
+    return p.read_text().strip() if p.exists() else ""
+
+
+def load() -> None:
+    if os.path.exists(PIN):
+        unload()
+    sh(["bpftool", "struct_ops", "register", OBJ, PIN])
+    for _ in range(100):
+        if scx_state() == "enabled":
+            return
+        time.sleep(0.05)
+
+
+def unload() -> str:
+    shutil.rmtree(PIN, ignore_errors=True)
+    if os.path.exists(PIN):
+        os.unlink(PIN)
+    for _ in range(100):
+        if scx_state() == "disabled":
+            break
+        time.sleep(0.05)
+    return scx_state()
+
+
+def _hexbytes(b: bytes) -> list[str]:
+    return [f"{x:02x}" for x in b]
+
+
+def map_update(name: str, key: bytes, value: bytes) -> None:
+    sh(["bpftool", "map", "update", "name", name, "key", "hex", *_hexbytes(key),
+        "value", "hex", *_hexbytes(value)])
+
+
+def set_class(class_id: int, budget_ns: int, slice_ns: int, latency_critical: bool,
+              weight: int = 100, miss_threshold_ns: int = 0) -> None:
+    map_update("slo_classes", struct.pack("<I", class_id),
+               struct.pack("<QQIIQ", budget_ns, slice_ns, int(latency_critical), weight,
+                           miss_threshold_ns))
+
+
+def bump_gen() -> None:
+    r = json.loads(sh(["bpftool", "-j", "map", "lookup", "name", "slo_gen", "key", "hex",
+                       "00", "00", "00", "00"]).stdout)
+    cur = struct.unpack("<Q", bytes(int(x, 16) for x in r["value"]))[0]
+    map_update("slo_gen", struct.pack("<I", 0), struct.pack("<Q", cur + 1))
+
+
+def set_cgroup_class(cg: Path, class_id: int) -> None:
+    map_update("slo_cgroups", struct.pack("<Q", cg.stat().st_ino), struct.pack("<II", class_id, 0))
+    bump_gen()
+
+
+def read_stats() -> dict[int, dict]:
+    """slo_stats summed over CPUs: {class: {lat_hist: [...], nr_wakeups: ..., ...}}."""
+    dump = json.loads(sh(["bpftool", "-j", "map", "dump", "name", "slo_stats"]).stdout)
+    nfields = NR_HIST + len(STAT_FIELDS)
+    out = {}
+    for ent in dump:
+        key = struct.unpack("<I", bytes(int(x, 16) for x in ent["key"]))[0]
+        tot = [0] * nfields
+        for v in ent["values"]:
+            raw = bytes(int(x, 16) for x in v["value"])
+            vals = struct.unpack(f"<{nfields}Q", raw[:8 * nfields])
+            tot = [a + b for a, b in zip(tot, vals)]
+        d = {"lat_hist": tot[:NR_HIST]}
+        d.update(zip(STAT_FIELDS, tot[NR_HIST:]))
+        out[key] = d
+    return out
+
+
+def read_exit() -> dict:
+    dump = json.loads(sh(["bpftool", "-j", "map", "dump", "name", "slo_exit"]).stdout)
+    raw = bytes(int(x, 16) for x in dump[0]["value"])
+    kind, code, reason, msg = struct.unpack(EXIT_FMT, raw[:struct.calcsize(EXIT_FMT)])
+    return {"kind": kind, "exit_code": code,
+            "reason": reason.split(b"\0")[0].decode(errors="replace"),
+            "msg": msg.split(b"\0")[0].decode(errors="replace")}
+
+
+def hist_percentile(hist: list[int], q: float) -> int:
+    """Upper bound (ns) of the log2 bucket holding the q-quantile."""
+    total = sum(hist)
+    if not total:
+        return 0
+    acc = 0
+    for i, n in enumerate(hist):
+        acc += n
+        if acc >= q * total:
+            return 2 ** (i + 1)
+    return 2 ** NR_HIST
+
+
+# -- cgroups and processes ----------------------------------------------------------------
+def cg_make(name: str, weight: int | None = None, idle: bool = False) -> Path:
+    cg = CG_ROOT / name
+    cg.mkdir(exist_ok=True)
+    if weight is not None:
+        (cg / "cpu.weight").write_text(str(weight))
+    if idle:
+        (cg / "cpu.idle").write_text("1")
+    return cg
+
+
+def cg_usage_us(cg: Path) -> int:
+    for line in (cg / "cpu.stat").read_text().splitlines():
+        k, v = line.split()
+        if k == "usage_usec":
+            return int(v)
+    raise RuntimeError(f"no usage_usec in {cg}/cpu.stat")
+
+
+def cg_remove(cg: Path) -> None:
+    if not cg.exists():
+        return
+    for _ in range(100):
+        pids = [p for p in (cg / "cgroup.procs").read_text().split() if p]
+        if not pids:
+            break
+        if (cg / "cgroup.kill").exists():
+            (cg / "cgroup.kill").write_text("1")
+        else:
+            for p in pids:
+                try:
+                    os.kill(int(p), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        time.sleep(0.05)
+    try:
+        cg.rmdir()
+    except OSError:
+        time.sleep(0.5)
+        cg.rmdir()
+
+
+def spawn_in(cg: Path, argv: list[str], **kw) -> subprocess.Popen:
+    procs = str(cg / "cgroup.procs")
+
+    def enter():
+        with open(procs, "w") as f:
+            f.write(str(os.getpid()))
+
+    return subprocess.Popen(argv, preexec_fn=enter, **kw)
+
+
+def hogs(cg: Path, n: int, seconds: float) -> subprocess.Popen:
+    if shutil.which("stress-ng"):
+        argv = ["stress-ng", "--cpu", str(n), "--cpu-method", "loop", "--timeout",
+                f"{int(seconds) + 1}s", "--quiet"]
+    else:  # pragma: no cover - the rootfs ships stress-ng
+        argv = [sys.executable, "-c",
+                f"import os,time\nfor _ in range({n}-1):\n    if os.fork()==0: break\n"
+                f"e=time.time()+{seconds}+1\nwhile time.time()<e: pass"]
+    return spawn_in(cg, argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+PROBE = r"""
+import json, sys, time
+secs, period = float(sys.argv[1]), float(sys.argv[2]) / 1e6
+pns = int(period * 1e9)
+lat = []
+end = time.monotonic() + secs
+while time.monotonic() < end:
+    t0 = time.perf_counter_ns()
+    time.sleep(period)
+    lat.append(max(time.perf_counter_ns() - t0 - pns, 0))
+lat.sort()
+pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
+print(json.dumps({"n": len(lat), "p50_us": pick(0.50) / 1e3, "p99_us": pick(0.99) / 1e3,
+                  "max_us": lat[-1] / 1e3}))
+"""
+
+
+def probe_start(cg: Path, seconds: float, period_us: int = 1000) -> subprocess.Popen:
+    """The sleep-loop latency probe: sleep 1 ms, measure oversleep; JSON at the end."""
+    return spawn_in(cg, [sys.executable, "-c", PROBE, str(seconds), str(period_us)],
+                    stdout=subprocess.PIPE, text=True)
+
+
+def probe_result(p: subprocess.Popen, timeout: float) -> dict:
+    out, _ = p.communicate(timeout=timeout)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def sleeper_start(cg: Path) -> subprocess.Popen:
+    """A process that wakes every 2 ms forever (for classification checks)."""
+    return spawn_in(cg, [sys.executable, "-c", "import time\nwhile True: time.sleep(0.002)"])
+
+
+def setup_lat_class() -> None:
+    set_class(0, budget_ns=0, slice_ns=0, latency_critical=False)
+    set_class(LAT_CLASS, budget_ns=1_000_000, slice_ns=1_000_000, latency_critical=True)
+
+
+# -- scenarios ----------------------------------------------------------------------------
+def scenario_load_unload(args) -> dict:
+    before = scx_state()
+    load()
+    st = {"before": before, "state_loaded": scx_state(), "ops": scx_ops()}
+    time.sleep(1)
+    st["stats_after_1s"] = {k: {f: v[f] for f in ("nr_wakeups", "nr_enqueues", "run_ns")}
+                            for k, v in read_stats().items() if k == 0}
+    st["exit_while_running"] = read_exit()
+    st["state_unloaded"] = unload()
+    return st
+
+
+def scenario_saturation(args) -> dict:
+    """Hogs at oversub x vCPUs in a batch cgroup, the probe in a latency-critical one."""
+    ncpu = os.cpu_count() or 1
+    nhogs = args.oversub * ncpu
+    batch, crit = cg_make("slo_batch"), cg_make("slo_crit")
+    res = {"ncpu": ncpu, "hogs": nhogs, "seconds": args.seconds}
+    try:
+        load()
+        res["state_loaded"], res["ops"] = scx_state(), scx_ops()
+        setup_lat_class()
+        set_cgroup_class(crit, LAT_CLASS)
+        h = hogs(batch, nhogs, args.seconds)
+        pr = probe_start(crit, args.seconds)
+        samples = []
+        t_end = time.monotonic() + args.seconds
+        while time.monotonic() < t_end:
+            time.sleep(min(args.seconds / 4, max(t_end - time.monotonic(), 0)))
+            s = read_stats()
+            samples.append({"t": round(args.seconds - (t_end - time.monotonic()), 1),
+                            "state": scx_state(),
+                            "lat_preempts": s[LAT_CLASS]["nr_preempts"],
+                            "lat_wakeups": s[LAT_CLASS]["nr_wakeups"]})
+        res["probe"] = probe_result(pr, timeout=60)
+        h.wait(timeout=60)
+        s = read_stats()
+        res["samples"] = samples
+        res["lat"] = s[LAT_CLASS]
+        res["batch"] = {k: v for k, v in s[0].items() if k != "lat_hist"}
+        res["lat_p99_hist_ns"] = hist_percentile(s[LAT_CLASS]["lat_hist"], 0.99)
+        res["state_end"] = scx_state()
+        res["exit"] = read_exit()
+    finally:
+        res["state_unloaded"] = unload()
+        cg_remove(batch)
+        cg_remove(crit)
+    return res
+
+
+def scenario_weights(args) -> dict:
+    """Two batch cgroups, cpu.weight 200 and 100, saturated; usage_usec ratio."""
+    ncpu = os.cpu_count() or 1
+    a, b = cg_make("slo_w200", weight=200), cg_make("slo_w100", weight=100)
+    res = {"ncpu": ncpu}
+    try:
+        load()
+        ha = hogs(a, args.hogs_a * ncpu, args.seconds + 2)
+        hb = hogs(b, args.hogs_b * ncpu, args.seconds + 2)
+        time.sleep(1.5)
+        ua0, ub0 = cg_usage_us(a), cg_usage_us(b)
+        time.sleep(args.seconds)
+        ua, ub = cg_usage_us(a) - ua0, cg_usage_us(b) - ub0
+        res.update({"hogs_a": args.hogs_a * ncpu, "hogs_b": args.hogs_b * ncpu,
+                    "usage_a_us": ua, "usage_b_us": ub, "ratio": ua / max(ub, 1),
+                    "state_end": scx_state(), "exit": read_exit()})
+        ha.wait(timeout=60)
+        hb.wait(timeout=60)
+    finally:
+        res["state_unloaded"] = unload()
+        cg_remove(a)
+        cg_remove(b)
+    return res
+
+
+def scenario_move(args) -> dict:
+    """A running sleeper is moved from a batch cgroup into a latency-critical one."""
+    batch, crit = cg_make("slo_mv_batch"), cg_make("slo_mv_crit")
+    res = {}
+    try:
+        load()
+        setup_lat_class()
+        set_cgroup_class(crit, LAT_CLASS)
+        p = sleeper_start(batch)
+        time.sleep(1.0)
+        s0 = read_stats()
+        time.sleep(args.seconds)
+        s1 = read_stats()
+        (crit / "cgroup.procs").write_text(str(p.pid))
+        time.sleep(0.2)
+        s2 = read_stats()
+        time.sleep(args.seconds)
+        s3 = read_stats()
+        res["moved_pid_cgroup"] = Path(f"/proc/{p.pid}/cgroup").read_text().strip()
+        p.kill()
+        p.wait()
+        res.update({
+            "before_lat_wakeups": s1[LAT_CLASS]["nr_wakeups"] - s0[LAT_CLASS]["nr_wakeups"],
+            "before_batch_wakeups": s1[0]["nr_wakeups"] - s0[0]["nr_wakeups"],
+            "after_lat_wakeups": s3[LAT_CLASS]["nr_wakeups"] - s2[LAT_CLASS]["nr_wakeups"],
+            "state_end": scx_state(),
+        })
+    finally:
+        res["state_unloaded"] = unload()
+        cg_remove(batch)
+        cg_remove(crit)
+    return res
+
+
+def kubelet_weight(millicpu: int) -> int:
+    """cpu.weight kubelet writes for a CPU request (cgroup v2 conversion of cpu.shares)."""
+    shares = max(2, millicpu * 1024 // 1000)
+    return 1 + ((shares - 2) * 9999) // 262142
+
+
+def _prog_stats() -> dict:
+    progs = json.loads(sh(["bpftool", "-j", "prog", "show"]).stdout)
+    out = {}
+    for p in progs:
+        name = p.get("name", "")
+        if name.startswith("slo_") and p.get("run_cnt"):
+            out[name] = {"run_cnt": p["run_cnt"], "run_time_ns": p["run_time_ns"],
+                         "avg_ns": p["run_time_ns"] / p["run_cnt"]}
+    return out
+
+
+def scenario_bench(args) -> dict:
+    """The probe's p99 under load for four policies, plus batch CPU time and BPF cost."""
+    crit_w, batch_w = kubelet_weight(500), kubelet_weight(2000)
+    res = {"ncpu": os.cpu_count(), "seconds": args.seconds, "hogs": args.hogs,
+           "kubelet_weights": {"crit_500m": crit_w, "batch_2cpu": batch_w}, "runs": {}}
+
+    def run(name: str, batch_kw: dict, crit_kw: dict, scx: bool, load_on: bool = True):
+        batch, crit = cg_make("bench_batch", **batch_kw), cg_make("bench_crit", **crit_kw)
+        try:
+            if scx:
+                load()
+                setup_lat_class()
+                set_cgroup_class(crit, LAT_CLASS)
+                sh(["sysctl", "-q", "-w", "kernel.bpf_stats_enabled=1"])
+            h = hogs(batch, args.hogs, args.seconds + 1) if load_on else None
+            time.sleep(0.5)
+            u0 = cg_usage_us(batch)
+            pr = probe_start(crit, args.seconds)
+            r = probe_result(pr, timeout=args.seconds * 4 + 60)
+            r["batch_usage_us"] = cg_usage_us(batch) - u0
+            if scx:
+                r["state_end"] = scx_state()
+                s = read_stats()[LAT_CLASS]
+                r["stats"] = {k: v for k, v in s.items() if k != "lat_hist"}
+                r["bpf_prog_stats"] = _prog_stats()
+                sh(["sysctl", "-q", "-w", "kernel.bpf_stats_enabled=0"])
+            if h:
+                h.kill()
+                h.wait()
+            res["runs"][name] = r
+        finally:
+            if scx:
+                unload()
+            cg_remove(batch)
+            cg_remove(crit)
+
+    run("idle", {}, {}, scx=False, load_on=False)
+    run("eevdf_default", {}, {}, scx=False)
+    run("eevdf_kubelet", {"weight": batch_w}, {"weight": crit_w}, scx=False)
+    run("eevdf_batch_idle", {"idle": True}, {}, scx=False)
+    run("scx_slo", {"weight": batch_w}, {"weight": crit_w}, scx=True)
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("load-unload")
+    p = sub.add_parser("saturation")
+    p.add_argument("--seconds", type=float, default=20)
+    p.add_argument("--oversub", type=int, default=8)
+    p = sub.add_parser("weights")
+    p.add_argument("--seconds", type=float, default=12)
+    p.add_argument("--hogs-a", type=int, default=3, help="hogs per vCPU in the weight-200 cgroup")
+    p.add_argument("--hogs-b", type=int, default=1, help="hogs per vCPU in the weight-100 cgroup")
+    p = sub.add_parser("move")
+    p.add_argument("--seconds", type=float, default=2)
+    p = sub.add_parser("bench")
+    p.add_argument("--seconds", type=float, default=12)
+    p.add_argument("--hogs", type=int, default=4)
+    args = ap.parse_args()
+    fn = {"load-unload": scenario_load_unload, "saturation": scenario_saturation,
+          "weights": scenario_weights, "move": scenario_move, "bench": scenario_bench}[args.cmd]
+    print(json.dumps(fn(args)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
