@@ -214,3 +214,38 @@ def test_watcher_sees_glob_directories(tmp_path):
         w.poll(0)
         (tmp_path / "system.slice" / "nginx.service").mkdir()
         assert _wait_for(w, CREATED, "system.slice/nginx.service") is not None
+
+
+@pytest.mark.vm
+def test_real_cgroup2_tree_in_the_guest(vm):
+    """Discovery on the guest's real cgroup2: ids are the kernel's cgroup ids (the
+    file-handle id name_to_handle_at reports = kn->id, what BPF sees), a process in
+    a container scope is attributed to its pod, the fake CRI answers over gRPC in
+    the guest, and the watcher sees a new pod slice on cgroupfs."""
+    import json
+
+    r = vm.run(["python3", "/opt/scx-slo/src/tests/guest_discovery.py"], timeout=300).check()
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    print(f"\nguest: discovery {out['discover_ms']:.1f} ms; watcher ({out['watch_mode']}): "
+          f"created seen in {out['watch_created_ms']:.1f} ms, "
+          f"removed in {out['watch_removed_ms']:.1f} ms")
+    assert "cleanup_errors" not in out
+    assert out["fake_cri"].startswith("listening ")
+    pods = {p["qos"]: p for p in out["pods"]}
+    assert set(pods) == {"guaranteed", "burstable", "besteffort"}
+    for p in out["pods"]:
+        assert p["cgroup_id"] == p["kernfs_id"]
+        (c,) = p["containers"]
+        assert c["cgroup_id"] == c["kernfs_id"] != p["cgroup_id"]
+    assert [g["path"] for g in out["globbed"]] == ["system.slice/demo.service"]
+    assert out["globbed"][0]["cgroup_id"] == out["globbed"][0]["kernfs_id"]
+    # the sleeping process sits in the burstable pod's container scope
+    assert out["sleeper_cgroup"] == "/" + pods["burstable"]["containers"][0]["path"]
+    assert cgroups.pod_uid_of(out["sleeper_cgroup"]) == pods["burstable"]["uid"]
+    assert out["cri_uids"] == sorted(p["uid"] for p in out["pods"])
+    desired = {int(k): v[0] for k, v in out["desired"].items()}
+    assert desired == {pods["guaranteed"]["cgroup_id"]: 1, pods["burstable"]["cgroup_id"]: 0,
+                       pods["besteffort"]["cgroup_id"]: 0, out["globbed"][0]["cgroup_id"]: 2}
+    assert out["after_removal"] == {"removes": [pods["besteffort"]["cgroup_id"]], "adds": {},
+                                    "changes": {}}
+    assert out["watch_created_ms"] < 1000 and out["watch_removed_ms"] < 1000
