@@ -4,7 +4,7 @@
 #   1. `pip wheel` this checkout (the wheel carries the cffi extension and the
 #      scheduler object) and its runtime dependencies (pinned: constraints.txt);
 #   2. mmdebstrap a small Debian bookworm root filesystem (python3, libbpf1 from
-#      bookworm-backports, libsystemd0) as a tarball; the wheels are installed
+#      bookworm-backports, libsystemd0, libstdc++6 for grpcio) as a tarball; the wheels are installed
 #      into it with pip run from its wheel (pip itself is not left in the image);
 #      docs, man pages and locales are left out;
 #   3. umoci turns the tarball into an OCI image layout (one layer, entrypoint,
@@ -111,12 +111,8 @@ rootfs=$work/rootfs.tar
 pin='Package: libbpf1\nPin: release n=bookworm-backports\nPin-Priority: 990\n'
 mmdebstrap --mode=root --variant=essential --format=tar --architectures=$arch \
   --skip=output/dev \
-  --include=python3-minimal,libpython3.11-stdlib,libbpf1,libsystemd0 \
-  --dpkgopt='path-exclude=/usr/share/man/*' \
-  --dpkgopt='path-exclude=/usr/share/info/*' \
-  --dpkgopt='path-exclude=/usr/share/locale/*' \
-  --dpkgopt='path-exclude=/usr/share/doc/*' \
-  --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+  --include=python3-minimal,libpython3.11-stdlib,libbpf1,libsystemd0,libstdc++6 \
+  --dpkgopt="$here/dpkg-nodoc.cfg" \
   --setup-hook="mkdir -p \"\$1/etc/apt/preferences.d\" && printf '$pin' > \"\$1/etc/apt/preferences.d/scx-slo-libbpf\"" \
   --customize-hook='mkdir -p "$1/tmp/wheels" "$1/opt/scx-slo/hostcontainer"' \
   --customize-hook="sync-in $wheels /tmp/wheels" \

@@ -1,0 +1,255 @@
+"""`scx-slo image build|inspect|unpack`: the OCI host-container image.
+
+`build` runs image/build.sh of this source checkout (wheel + mmdebstrap +
+umoci, no container daemon) and prints the archive's path, manifest digest and
+size. `inspect` opens an OCI image archive and checks it: layout, manifest,
+config, entrypoint, labels, and that the scheduler object inside matches the
+`io.scx-slo.object.sha256` label. `unpack` lays the image's root filesystem out
+in a directory (umoci raw unpack), e.g. for a VM test that runs the entrypoint.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scx_slo.errors import ScxSloError
+
+REPO = Path(__file__).resolve().parents[3]
+BUILD_SCRIPT = REPO / "image" / "build.sh"
+OBJECT_SUFFIX = "scx_slo/data/scx_slo.bpf.o"
+OBJECT_LABEL = "io.scx-slo.object.sha256"
+MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+
+
+class ImageError(ScxSloError):
+    """The image could not be built, or an archive is not the image we expect."""
+
+
+@dataclass
+class BuildResult:
+    archive: Path
+    digest: str
+    size: int
+
+
+@dataclass
+class OciImage:
+    """What an OCI image archive holds, read with tarfile and json only."""
+    path: Path
+    ref: str
+    manifest_digest: str
+    manifest: dict
+    config: dict
+    layers: list[dict] = field(default_factory=list)
+
+    @property
+    def entrypoint(self) -> list[str]:
+        return list(self.config.get("config", {}).get("Entrypoint") or [])
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.config.get("config", {}).get("Labels") or {})
+
+    @property
+    def compressed_size(self) -> int:
+        """Bytes a registry stores: the layers plus the config blob."""
+        return sum(layer["size"] for layer in self.layers) + self.manifest["config"]["size"]
+
+
+def build(out: Path | None = None, work: Path | None = None, keep_work: bool = False,
+          quiet: bool = False) -> BuildResult:
+    """Run image/build.sh; its progress goes to stderr (or nowhere if quiet)."""
+    if not BUILD_SCRIPT.is_file():
+        raise ImageError(f"{BUILD_SCRIPT} not found: `scx-slo image build` needs a source "
+                         "checkout of scx-slo (installed editable)")
+    cmd = ["bash", str(BUILD_SCRIPT)]
+    if out:
+        cmd += ["--out", str(out)]
+    if work:
+        cmd += ["--work", str(work)]
+    if keep_work:
+        cmd.append("--keep-work")
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True,
+                       stderr=subprocess.DEVNULL if quiet else None)
+    if p.returncode != 0:
+        raise ImageError(f"{BUILD_SCRIPT.relative_to(REPO)} failed with exit status "
+                         f"{p.returncode} (its messages are above)")
+    kv = dict(line.split("=", 1) for line in p.stdout.splitlines() if "=" in line)
+    try:
+        return BuildResult(Path(kv["archive"]), kv["digest"], int(kv["size"]))
+    except (KeyError, ValueError) as e:
+        raise ImageError(f"{BUILD_SCRIPT.name} printed no archive/digest/size: {p.stdout!r}") from e
+
+
+def _blob(tar: tarfile.TarFile, digest: str, archive: Path) -> bytes:
+    algo, _, hexd = digest.partition(":")
+    name = f"blobs/{algo}/{hexd}"
+    try:
+        member = tar.getmember(name)
+    except KeyError:
+        raise ImageError(f"{archive}: blob {digest} is missing ({name})") from None
+    data = tar.extractfile(member).read()
+    if algo != "sha256" or hashlib.sha256(data).hexdigest() != hexd:
+        raise ImageError(f"{archive}: blob {name} does not match its digest")
+    return data
+
+
+def _json_member(tar: tarfile.TarFile, name: str, archive: Path) -> dict:
+    try:
+        return json.loads(tar.extractfile(tar.getmember(name)).read())
+    except KeyError:
+        raise ImageError(f"{archive}: no {name}: not an OCI image layout") from None
+    except json.JSONDecodeError as e:
+        raise ImageError(f"{archive}: {name} is not JSON: {e}") from None
+
+
+def read_archive(archive: Path) -> OciImage:
+    """Open an oci-archive (a tar of an OCI image layout) and read its one image."""
+    archive = Path(archive)
+    try:
+        tar = tarfile.open(archive)
+    except (OSError, tarfile.TarError) as e:
+        raise ImageError(f"{archive}: cannot open as a tar archive: {e}") from None
+    with tar:
+        try:
+            tar.getmembers()
+        except (OSError, tarfile.TarError) as e:
+            raise ImageError(f"{archive}: damaged or truncated tar archive: {e}") from None
+        layout = _json_member(tar, "oci-layout", archive)
+        if layout.get("imageLayoutVersion") != "1.0.0":
+            raise ImageError(f"{archive}: oci-layout imageLayoutVersion is "
+                             f"{layout.get('imageLayoutVersion')!r}, expected '1.0.0'")
+        index = _json_member(tar, "index.json", archive)
+        manifests = index.get("manifests") or []
+        if len(manifests) != 1:
+            raise ImageError(f"{archive}: index.json lists {len(manifests)} manifests, expected 1")
+        desc = manifests[0]
+        if desc.get("mediaType") != MANIFEST_TYPE:
+            raise ImageError(f"{archive}: index.json manifest mediaType is {desc.get('mediaType')!r}")
+        manifest = json.loads(_blob(tar, desc["digest"], archive))
+        config = json.loads(_blob(tar, manifest["config"]["digest"], archive))
+        for layer in manifest.get("layers", []):
+            _blob(tar, layer["digest"], archive)     # present and intact
+        ref = desc.get("annotations", {}).get("org.opencontainers.image.ref.name", "")
+        return OciImage(archive, ref, desc["digest"], manifest, config,
+                        list(manifest.get("layers", [])))
+
+
+def find_in_layers(image: OciImage, suffix: str) -> bytes | None:
+    """The content of the last file whose path ends with `suffix`, across layers."""
+    found = None
+    with tarfile.open(image.path) as tar:
+        for layer in image.layers:
+            algo, _, hexd = layer["digest"].partition(":")
+            f = tar.extractfile(tar.getmember(f"blobs/{algo}/{hexd}"))
+            try:
+                with tarfile.open(fileobj=f, mode="r|*") as lt:
+                    for m in lt:
+                        if m.isfile() and m.name.lstrip("./").endswith(suffix):
+                            found = lt.extractfile(m).read()
+            except (OSError, EOFError, tarfile.TarError) as e:
+                raise ImageError(f"{image.path}: layer {layer['digest']} is not a readable "
+                                 f"tar stream: {e}") from None
+    return found
+
+
+def check(image: OciImage) -> list[str]:
+    """Problems with the image as the scx-slo host-container image (empty: none)."""
+    problems = []
+    if image.entrypoint != ["/opt/scx-slo/hostcontainer/start"]:
+        problems.append(f"entrypoint is {image.entrypoint}, expected the hostcontainer start script")
+    for key in ("org.opencontainers.image.version", "org.opencontainers.image.source",
+                "org.opencontainers.image.revision", OBJECT_LABEL):
+        if not image.labels.get(key):
+            problems.append(f"label {key} is missing")
+    obj = find_in_layers(image, OBJECT_SUFFIX)
+    if obj is None:
+        problems.append(f"no {OBJECT_SUFFIX} in the image's layers")
+    elif hashlib.sha256(obj).hexdigest() != image.labels.get(OBJECT_LABEL):
+        problems.append(f"the scheduler object's sha256 {hashlib.sha256(obj).hexdigest()} "
+                        f"differs from label {OBJECT_LABEL}={image.labels.get(OBJECT_LABEL)}")
+    return problems
+
+
+def unpack_rootfs(archive: Path, dest: Path) -> Path:
+    """Lay the image's root filesystem out at dest (must not exist) with umoci."""
+    umoci = shutil.which("umoci")
+    if umoci is None:
+        raise ImageError("umoci not found: apt-get install umoci")
+    image = read_archive(archive)
+    dest = Path(dest)
+    if dest.exists():
+        raise ImageError(f"{dest} already exists: unpack needs a new directory")
+    with tempfile.TemporaryDirectory(prefix="scx-slo-oci.") as tmp:
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="data")
+        ref = f"{tmp}:{image.ref}" if image.ref else tmp
+        p = subprocess.run([umoci, "raw", "unpack", "--image", ref, str(dest)],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            raise ImageError(f"umoci raw unpack of {archive} failed: {p.stderr.strip()}")
+    return dest
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="image_command", metavar="ACTION", required=True)
+    b = sub.add_parser("build", help="build the OCI image archive (no container daemon)")
+    b.add_argument("--out", type=Path, help="archive path (default build/image/scx-slo-VERSION-amd64.oci.tar)")
+    b.add_argument("--work", type=Path, help="work directory (default: a temporary one)")
+    b.add_argument("--keep-work", action="store_true", help="keep the work directory")
+    b.add_argument("--json", action="store_true", help="print the result as JSON")
+    i = sub.add_parser("inspect", help="open an image archive and check it")
+    i.add_argument("archive", type=Path)
+    i.add_argument("--json", action="store_true", help="print the result as JSON")
+    u = sub.add_parser("unpack", help="lay the image's root filesystem out in a directory")
+    u.add_argument("archive", type=Path)
+    u.add_argument("dest", type=Path)
+
+
+def run(args) -> int:
+    try:
+        if args.image_command == "build":
+            r = build(args.out, args.work, args.keep_work)
+            if args.json:
+                print(json.dumps({"archive": str(r.archive), "digest": r.digest, "size": r.size}))
+            else:
+                print(f"archive: {r.archive}")
+                print(f"digest:  {r.digest}")
+                print(f"size:    {r.size} bytes ({r.size / 2**20:.1f} MiB)")
+            return 0
+        if args.image_command == "inspect":
+            image = read_archive(args.archive)
+            problems = check(image)
+            if args.json:
+                print(json.dumps({"archive": str(image.path), "ref": image.ref,
+                                  "digest": image.manifest_digest, "entrypoint": image.entrypoint,
+                                  "labels": image.labels, "compressed_size": image.compressed_size,
+                                  "architecture": image.config.get("architecture"),
+                                  "problems": problems}, indent=2))
+            else:
+                print(f"archive:      {image.path}")
+                print(f"ref:          {image.ref}  ({image.config.get('os')}/{image.config.get('architecture')})")
+                print(f"digest:       {image.manifest_digest}")
+                print(f"entrypoint:   {image.entrypoint}")
+                print(f"compressed:   {image.compressed_size} bytes ({image.compressed_size / 2**20:.1f} MiB)")
+                for k, v in sorted(image.labels.items()):
+                    print(f"label:        {k}={v}")
+                for prob in problems:
+                    print(f"PROBLEM:      {prob}")
+                print("ok: the scx-slo host-container image" if not problems else "not ok")
+            return 0 if not problems else 1
+        if args.image_command == "unpack":
+            print(unpack_rootfs(args.archive, args.dest))
+            return 0
+    except ImageError as e:
+        print(f"scx-slo image: {e}", file=sys.stderr)
+        return 1
+    return 2
