@@ -18,7 +18,6 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass, field
-from itertools import accumulate
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -159,9 +158,7 @@ class Btf:
         self._strs = data[s0:s0 + str_len]
         if str_len and self._strs[-1:] != b"\0":
             raise BtfError(f"{source}: BTF string section is not NUL-terminated")
-        self._str_cache: dict[int, str] | None = None
         self._index_types(t0, t0 + type_len)
-        self._by_name: dict[str, list[int]] | None = None
         self._cache: dict[int, Type] = {}
 
     # -- construction ---------------------------------------------------------------
@@ -176,41 +173,43 @@ class Btf:
         return cls(data, source=str(path))
 
     def _index_types(self, start: int, end: int) -> None:
-        data, unpack = self._data, _TYPE.unpack_from
-        table = _EXTRA_TABLE
+        # One pass over the type records as u32 words: record where each type
+        # starts and which string names it (names are decoded only when asked).
+        if (end - start) % 4:
+            raise BtfError(f"{self.source}: type section length is not a multiple of 4")
+        words = memoryview(self._data)[start:end].cast("I")  # host order: x86 is little-endian
+        table = [(e[0] // 4, e[1] // 4) if e is not None else None for e in _EXTRA_TABLE]
         offs = [0]
-        append = offs.append
-        pos = start
-        try:
-            while pos < end:
-                info = unpack(data, pos)[1]
-                extra = table[(info >> 24) & 0x1F]
-                if extra is None:
-                    raise BtfError(f"{self.source}: type [{len(offs)}] has unknown kind "
-                                   f"{(info >> 24) & 0x1F}")
-                append(pos)
-                pos += 12 + extra[0] + extra[1] * (info & 0xFFFF)
-        except struct.error:
-            raise BtfError(f"{self.source}: type [{len(offs)}] is truncated") from None
-        if pos != end:
-            raise BtfError(f"{self.source}: type section does not end on a type boundary")
+        by_name_off: dict[int, list[int]] = {}
+        n, i, tid = len(words), 0, 1
+        while i < n:
+            if i + 3 > n:
+                raise BtfError(f"{self.source}: type [{tid}] is truncated")
+            name_off, info = words[i], words[i + 1]
+            extra = table[(info >> 24) & 0x1F]
+            if extra is None:
+                raise BtfError(f"{self.source}: type [{tid}] has unknown kind "
+                               f"{(info >> 24) & 0x1F}")
+            offs.append(start + 4 * i)
+            if name_off:
+                ids = by_name_off.get(name_off)
+                if ids is None:
+                    by_name_off[name_off] = [tid]
+                else:
+                    ids.append(tid)
+            i += 3 + extra[0] + extra[1] * (info & 0xFFFF)
+            tid += 1
+        if i != n:
+            raise BtfError(f"{self.source}: type [{tid - 1}] is truncated")
         self._offs = offs
+        self._by_name_off = by_name_off
 
     # -- strings ----------------------------------------------------------------------
     def string(self, off: int) -> str:
         if off >= len(self._strs):
             raise BtfError(f"{self.source}: string offset {off} outside the string section")
-        if self._str_cache is not None and off in self._str_cache:
-            return self._str_cache[off]
         end = self._strs.index(b"\0", off)
         return self._strs[off:end].decode("utf-8", "replace")
-
-    def _all_strings(self) -> dict[int, str]:
-        if self._str_cache is None:
-            parts = self._strs.split(b"\0")
-            starts = accumulate((len(p) + 1 for p in parts), initial=0)
-            self._str_cache = {s: p.decode("utf-8", "replace") for s, p in zip(starts, parts)}
-        return self._str_cache
 
     # -- types ------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -281,23 +280,23 @@ class Btf:
                     None if sized else st, extra)
 
     # -- lookup ---------------------------------------------------------------------
-    def _name_index(self) -> dict[str, list[int]]:
-        if self._by_name is None:
-            strs = self._all_strings()
-            data, offs = self._data, self._offs
-            idx: dict[str, list[int]] = {}
-            for tid in range(1, len(offs)):
-                name_off = int.from_bytes(data[offs[tid]:offs[tid] + 4], "little")
-                if name_off:
-                    name = strs.get(name_off)
-                    if name is None:
-                        name = self.string(name_off)
-                    idx.setdefault(name, []).append(tid)
-            self._by_name = idx
-        return self._by_name
+    def _ids_named(self, name: str) -> list[int]:
+        """Ids of the types named `name`: find the name in the string section, then
+        the types pointing at it (no decoding of the other names)."""
+        needle = name.encode() + b"\0"
+        strs, ids, pos = self._strs, [], 0
+        if strs.startswith(needle):
+            ids += self._by_name_off.get(0, [])
+        while True:
+            pos = strs.find(b"\0" + needle, pos)
+            if pos < 0:
+                break
+            ids += self._by_name_off.get(pos + 1, [])
+            pos += 1
+        return sorted(ids)
 
     def find_all(self, name: str, kind: Kind | None = None) -> list[Type]:
-        ts = [self.type(i) for i in self._name_index().get(name, ())]
+        ts = [self.type(i) for i in self._ids_named(name)]
         return [t for t in ts if kind is None or t.kind == kind]
 
     def find(self, name: str, kind: Kind | None = None) -> Type | None:
