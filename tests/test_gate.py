@@ -161,3 +161,22 @@ def test_refused_object_never_reaches_libbpf(good, kbtf, work, monkeypatch):
     assert "license" in str(exc.value)
     assert [c.name for c in exc.value.report.failed] == ["license"]
     assert opened == []
+
+
+def test_cli_takes_object_and_pin_from_settings(good, kbtf, tmp_path):
+    digest = hashlib.sha256(good.read_bytes()).hexdigest()
+    ok = tmp_path / "ok.toml"
+    ok.write_text(f'[scheduler]\nobject = "{good}"\nsha256 = "{digest}"\n')
+    r = _cli("--settings", str(ok), "--kernel-btf", str(kbtf), "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert {c["name"]: c["status"] for c in json.loads(r.stdout)["checks"]}["sha256"] == "pass"
+    pinned = tmp_path / "pinned.toml"
+    pinned.write_text(f'[scheduler]\nobject = "{good}"\nsha256 = "{"0" * 64}"\n')
+    r = _cli("--settings", str(pinned), "--kernel-btf", str(kbtf), "--json")
+    assert r.returncode == 1
+    assert [c["name"] for c in json.loads(r.stdout)["checks"] if c["status"] == "fail"] == \
+        ["sha256"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[scheduler]\nsha = 1\n")
+    r = _cli("--settings", str(bad))
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "sha" in r.stderr

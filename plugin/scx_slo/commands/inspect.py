@@ -23,16 +23,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: /sys/kernel/btf/vmlinux)")
     parser.add_argument("--expect-sha256", metavar="HEX", type=_sha256, default=None,
                         help="refuse the object unless its SHA-256 is HEX")
+    parser.add_argument("--settings", metavar="FILE", default=None,
+                        help="take the object ([scheduler] object) and the sha256 pin "
+                             "([scheduler] sha256) from this settings file")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     from scx_slo import default_object_path
     from scx_slo import gate
+    from scx_slo.errors import ScxSloError
 
-    path = args.object or str(default_object_path())
+    path, pin = args.object, args.expect_sha256
+    if args.settings:
+        from scx_slo.settings.load import load_file
+        try:
+            sched = load_file(args.settings).config.scheduler
+        except ScxSloError as exc:
+            print(f"scx-slo inspect: {exc}", file=sys.stderr)
+            return 1
+        path = path or sched.object_path()
+        pin = pin or sched.sha256
+    path = path or str(default_object_path())
     kernel_btf = args.kernel_btf or gate.DEFAULT_KERNEL_BTF
-    report = gate.inspect(path, kernel_btf=kernel_btf, expect_sha256=args.expect_sha256)
+    report = gate.inspect(path, kernel_btf=kernel_btf, expect_sha256=pin)
     print(report.to_json() if args.json else report.render())
     if not report.accepted and not args.json:
         print(f"refused: {', '.join(c.name for c in report.failed)}", file=sys.stderr)
