@@ -249,3 +249,8 @@ def test_real_cgroup2_tree_in_the_guest(vm):
     assert out["after_removal"] == {"removes": [pods["besteffort"]["cgroup_id"]], "adds": {},
                                     "changes": {}}
     assert out["watch_created_ms"] < 1000 and out["watch_removed_ms"] < 1000
+
+
+def test_watcher_wait_is_poll_for_the_agent_loop(tmp_path):
+    with cgroups.Watcher(str(tmp_path), resync_interval=30) as w:
+        assert w.wait(timeout=0) and not w.wait(timeout=0.05)

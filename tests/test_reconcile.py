@@ -9,7 +9,7 @@ import fake_cri
 from scx_slo import cgroups
 from scx_slo.cgroups import Cgroup, ContainerScope, PodSlice
 from scx_slo.cri import Pod, list_pods
-from scx_slo.reconcile import NoteFilter, cgroup_patterns, plan
+from scx_slo.reconcile import NoteFilter, cgroup_patterns, plan, plan_node
 from scx_slo.settings.validate import validate_text
 
 CONFIG = validate_text('''
@@ -132,7 +132,7 @@ def test_diff_against_the_map_adds_changes_removes_and_then_is_empty():
     current = {1001: CRITICAL, 1002: 0, 9999: RELAXED}     # 9999: a pod that is gone
     p = plan(CONFIG, slices, pods, [], current)
     assert p.adds == {1003: 0}
-    assert p.changes == {1002: (0, INTERACTIVE)}
+    assert p.changes == {1002: INTERACTIVE} and p.changed_from == {1002: 0}
     assert p.removes == [9999]
     assert p.summary() == "3 entries: +1 ~1 -1"
     applied = {cid: cls for cid, (cls, _) in p.desired.items()}
@@ -187,7 +187,7 @@ def test_applying_the_diff_yields_exactly_the_desired_map(spec, current, cap):
     p = plan(CONFIG, slices, pods, [], current, max_entries=cap)
     after = {cid: cls for cid, cls in current.items() if cid not in p.removes}
     after.update(p.adds)
-    after.update({cid: new for cid, (_, new) in p.changes.items()})
+    after.update(p.changes)
     assert after == {cid: cls for cid, (cls, _) in p.desired.items()}
     assert len(p.desired) == min(cap, len(spec))
     # never a lower class kept while a higher one was dropped
@@ -221,3 +221,43 @@ def test_end_to_end_tree_and_fake_runtime(tmp_path):
     assert {cid: cls for cid, (cls, _) in p.desired.items()} == {
         ino[s1.path]: CRITICAL, ino[s2.path]: INTERACTIVE, ino[s3.path]: RELAXED,
         ino["system.slice/sshd.service"]: RELAXED, ino[qos]: RELAXED}
+
+
+def test_a_pod_the_runtime_stops_listing_keeps_its_class():
+    slices = [slice_(1), slice_(2)]
+    p = plan(CONFIG, slices, [], [], current={1001: CRITICAL})
+    assert p.desired[1001] == (CRITICAL, f"pod {slice_(1).uid}: runtime does not list it; "
+                                         "keeps class critical")
+    assert p.empty_diff is False and p.adds == {1002: 0} and not p.changes
+    assert p.pods_by_class == {CRITICAL: 1, 0: 1}
+
+
+def _tree(root):
+    s1, s2 = slice_(1, "guaranteed"), slice_(2, "burstable")
+    for s in (s1, s2):
+        for c in s.containers:
+            (root / c.path).mkdir(parents=True)
+    return s1, s2
+
+
+def test_plan_node_discovers_and_asks_the_runtime(tmp_path):
+    root = tmp_path / "cgroup"
+    s1, s2 = _tree(root)
+    specs = [{"uid": s1.uid, "namespace": "payments", "name": "api"},
+             {"uid": s2.uid, "namespace": "team-x", "name": "ui",
+              "annotations": {"slo.latency.p99": "1ms"}}]
+    notes = NoteFilter()
+    with fake_cri.start(str(tmp_path / "cri.sock"), specs) as server:
+        p = plan_node(CONFIG, str(root), server.path, {}, capacity=100, note_filter=notes)
+        id1, id2 = os.stat(root / s1.path).st_ino, os.stat(root / s2.path).st_ino
+        assert {cid: c for cid, (c, _) in p.desired.items()} == {id1: CRITICAL, id2: INTERACTIVE}
+        assert p.pods_by_class == {CRITICAL: 1, INTERACTIVE: 1}
+        assert len(p.messages) == 1 and "capped to 100ms" in p.messages[0]
+        applied = {cid: c for cid, (c, _) in p.desired.items()}
+        again = plan_node(CONFIG, str(root), server.path, applied, note_filter=notes)
+        assert again.empty_diff and again.messages == [] and len(again.notes) == 1
+    # the runtime is gone: a note once, and the pods keep their classes
+    down = plan_node(CONFIG, str(root), server.path, applied, note_filter=notes)
+    assert down.empty_diff
+    assert down.messages[0].startswith(f"CRI {server.path}: no such socket")
+    assert "pods keep the classes they have" in down.messages[0]

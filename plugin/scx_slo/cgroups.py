@@ -399,6 +399,8 @@ class CgroupWatcher:
                 out.append(Change(RESYNC, why="periodic"))
         return out
 
+    wait = poll      # the agent loop's name for it
+
     def close(self) -> None:
         if self._inotify is not None:
             self._inotify.close()
@@ -411,3 +413,6 @@ class CgroupWatcher:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+Watcher = CgroupWatcher

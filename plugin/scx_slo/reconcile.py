@@ -24,8 +24,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from scx_slo.cgroups import Cgroup, PodSlice
-from scx_slo.cri import Pod
+from scx_slo.cgroups import CGROUP_ROOT, KUBEPODS, Cgroup, PodSlice, discover_pods, match_globs
+from scx_slo.cri import CriError, Pod, find_socket, list_pods
+from scx_slo.cri.client import DEFAULT_TIMEOUT_S
 from scx_slo.settings.model import DEFAULT_CLASS_ID, Config
 
 DEFAULT_MAX_ENTRIES = 16384          # slo_cgroups max_entries in bpf/scx_slo.bpf.c
@@ -46,12 +47,23 @@ class Entry:
 @dataclass
 class Plan:
     entries: dict[int, Entry]                       # what the map should hold
-    adds: dict[int, int] = field(default_factory=dict)                # id -> class
-    changes: dict[int, tuple[int, int]] = field(default_factory=dict)  # id -> (old, new)
+    adds: dict[int, int] = field(default_factory=dict)           # id -> class
+    changes: dict[int, int] = field(default_factory=dict)        # id -> new class
+    changed_from: dict[int, int] = field(default_factory=dict)   # id -> old class
     removes: list[int] = field(default_factory=list)
-    dropped: list[Entry] = field(default_factory=list)                 # over capacity
-    notes: list[str] = field(default_factory=list)
+    dropped: list[Entry] = field(default_factory=list)           # over capacity
+    notes: list[str] = field(default_factory=list)               # all, every time
+    messages: list[str] = field(default_factory=list)            # notes to log now
     unknown_pods: list[str] = field(default_factory=list)  # slices the runtime did not list
+
+    @property
+    def pods_by_class(self) -> dict[int, int]:
+        """Number of pods per class id among the entries."""
+        out: dict[int, int] = {}
+        for e in self.entries.values():
+            if e.uid is not None:
+                out[e.class_id] = out.get(e.class_id, 0) + 1
+        return out
 
     @property
     def desired(self) -> dict[int, tuple[int, str]]:
@@ -94,9 +106,17 @@ def _annotation_note(config: Config, pod: Pod, reason: str) -> str | None:
     return None
 
 
-def classify_pod(config: Config, pod_slice: PodSlice, pod: Pod | None):
-    """(class, why, note) of one pod slice; note is None unless an operator must see it."""
+def classify_pod(config: Config, pod_slice: PodSlice, pod: Pod | None,
+                 current_class: int | None = None):
+    """(class, why, note) of one pod slice; note is None unless an operator must see it.
+
+    A pod the runtime does not list (the runtime is down, or has not reported
+    the sandbox yet) keeps CURRENT_CLASS if the map already holds it: a CRI
+    outage must not demote every latency-critical pod."""
     note = None
+    if pod is None and current_class is not None and 0 <= current_class < len(config.classes):
+        cls = config.classes[current_class]
+        return cls, f"pod {pod_slice.uid}: runtime does not list it; keeps class {cls.name}", None
     if pod is not None:
         cls, why = config.class_for_pod(pod.namespace, pod.labels, pod.annotations)
         note = _annotation_note(config, pod, why)
@@ -130,7 +150,7 @@ def plan(config: Config, pod_slices: list[PodSlice], cri_pods, cgroups: list[Cgr
         pod = cri_pods.get(ps.uid)
         if pod is None:
             unknown.append(ps.uid)
-        cls, why, note = classify_pod(config, ps, pod)
+        cls, why, note = classify_pod(config, ps, pod, current.get(ps.cgroup_id))
         if note:
             notes.append(note)
         wanted[ps.cgroup_id] = Entry(ps.cgroup_id, cls.id, cls.name, cls.priority, why, ps.path,
@@ -161,13 +181,15 @@ def plan(config: Config, pod_slices: list[PodSlice], cri_pods, cgroups: list[Cgr
                      + ", ".join(f"{n} {name}" for name, n in by_class.items())
                      + f" (first: {dropped[0].path})")
 
-    p = Plan(entries=wanted, dropped=dropped, notes=notes, unknown_pods=unknown)
+    p = Plan(entries=wanted, dropped=dropped, notes=notes, messages=list(notes),
+             unknown_pods=unknown)
     for cid, e in wanted.items():
         old = current.get(cid)
         if old is None:
             p.adds[cid] = e.class_id
         elif old != e.class_id:
-            p.changes[cid] = (old, e.class_id)
+            p.changes[cid] = e.class_id
+            p.changed_from[cid] = old
     p.removes = sorted(cid for cid in current if cid not in wanted)
     return p
 
@@ -184,3 +206,36 @@ class NoteFilter:
         fresh = [n for n in notes if n not in self._seen]
         self._seen = set(notes)
         return fresh
+
+
+_NOTES = NoteFilter()
+
+
+def plan_node(config: Config, cgroup_root: str = CGROUP_ROOT, cri_socket: str | None = None,
+              current: dict[int, int] | None = None, capacity: int = DEFAULT_MAX_ENTRIES,
+              kubepods: str = KUBEPODS, timeout: float = DEFAULT_TIMEOUT_S,
+              note_filter: NoteFilter | None = None) -> Plan:
+    """Discover this node (cgroups under CGROUP_ROOT, pods from the runtime at
+    CRI_SOCKET, or the first of cri.DEFAULT_SOCKETS that exists) and plan.
+
+    A runtime that cannot be reached is a note, not an error: pods already in
+    the map keep their class, new ones are planned without metadata (and the
+    next reconcile, on the next cgroup event or resync, tries again).
+    Plan.messages holds only the notes NOTE_FILTER (a process-wide one by
+    default) has not passed before, so a loop can log them all every time.
+    """
+    current = current or {}
+    slices = discover_pods(cgroup_root, kubepods)
+    globbed = match_globs(cgroup_root, cgroup_patterns(config))
+    cri_note = None
+    try:
+        socket_path = cri_socket or find_socket()
+        pods = list_pods(socket_path, timeout=timeout)
+    except CriError as e:
+        pods = []
+        cri_note = f"{e}; pods keep the classes they have, new pods wait for their metadata"
+    p = plan(config, slices, pods, globbed, current, max_entries=capacity)
+    if cri_note:
+        p.notes.insert(0, cri_note)
+    p.messages = (note_filter or _NOTES).new(p.notes)
+    return p
