@@ -181,3 +181,21 @@ def test_method_path_is_the_upstream_one(cri):
         raw = call(req, timeout=5)
     resp = api_pb2.ListPodSandboxResponse.FromString(raw)
     assert [i.metadata.uid for i in resp.items] == [WEB["uid"]]
+
+
+def test_generated_code_matches_the_proto(tmp_path):
+    """api_pb2*.py are what the regenerate command in scx_slo.cri's docstring makes."""
+    protoc = pytest.importorskip("grpc_tools.protoc")
+    from pathlib import Path
+
+    import scx_slo.cri
+    pkg = Path(scx_slo.cri.__file__).parent
+    plugin = pkg.parent.parent
+    (tmp_path / "scx_slo" / "cri").mkdir(parents=True)
+    (tmp_path / "scx_slo" / "cri" / "api.proto").write_bytes((pkg / "api.proto").read_bytes())
+    rc = protoc.main(["protoc", f"-I{tmp_path}", f"--python_out={tmp_path}",
+                      f"--grpc_python_out={tmp_path}", str(tmp_path / "scx_slo/cri/api.proto")])
+    assert rc == 0
+    for name in ("api_pb2.py", "api_pb2_grpc.py"):
+        assert (tmp_path / "scx_slo" / "cri" / name).read_text() == (pkg / name).read_text(), (
+            f"{name} is stale: regenerate (see scx_slo.cri's docstring) from {plugin}")
