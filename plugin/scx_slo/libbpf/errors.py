@@ -139,12 +139,14 @@ def log_tail(since: int | None = None, lines: int = _TAIL_LINES) -> list[str]:
     return selected[-lines:]
 
 
-def check(operation: str, result, *, since: int | None = None, ffi=None):
+def check(operation: str, result, *, since: int | None = None, ffi=None,
+          verifier_log: str | None = None):
     """Return `result` if the libbpf call succeeded, else raise a typed LibbpfError.
 
     `result` is either a cffi pointer (NULL means failure, errno holds why) or
     an int (negative means -errno). `since` is a log_mark() taken before the
-    call, so the exception carries only libbpf's lines about this call.
+    call, so the exception carries only libbpf's lines about this call. A
+    failed load with a non-empty kernel verifier log raises VerifierError.
     """
     if isinstance(result, int):
         if result >= 0:
@@ -157,5 +159,7 @@ def check(operation: str, result, *, since: int | None = None, ffi=None):
         if result != ffi.NULL:
             return result
         err = ffi.errno or _errno.EINVAL
+    if verifier_log and verifier_log.strip():
+        raise VerifierError(operation, err, verifier_log, log_tail(since))
     cls = _BY_ERRNO.get(err, LibbpfError)
     raise cls(operation, err, log_tail(since))

@@ -41,9 +41,10 @@ class BpfObject:
         opts.kernel_log_level = kernel_log_level
         self._opts = opts
         mark = errors.log_mark()
-        self._ptr = errors.check(f"open of BPF object {self.path}",
-                                 lib.bpf_object__open_file(os.fsencode(self.path), opts),
-                                 since=mark)
+        ptr = errors.check(f"open of BPF object {self.path}",
+                           lib.bpf_object__open_file(os.fsencode(self.path), opts), since=mark)
+        # Backstop only: close() is the contract and releases this at once.
+        self._ptr = ffi.gc(ptr, lib.bpf_object__close)
         self._maps: dict[str, ObjectMap] = {}
         self._links: list[Link] = []
         self.loaded = False
@@ -105,12 +106,8 @@ class BpfObject:
             self._log[0] = b"\0"
         mark = errors.log_mark()
         ret = lib.bpf_object__load(self._live())
-        if ret < 0:
-            vlog = self.kernel_log
-            if vlog.strip():
-                raise errors.VerifierError(f"load of BPF object {self.path}", -ret, vlog,
-                                           errors.log_tail(mark))
-            errors.check(f"load of BPF object {self.path}", ret, since=mark)
+        errors.check(f"load of BPF object {self.path}", ret, since=mark,
+                     verifier_log=self.kernel_log if ret < 0 else None)
         self.loaded = True
 
     def attach_struct_ops(self, map_name: str) -> Link:
@@ -134,7 +131,7 @@ class BpfObject:
             m.close()
         self._maps.clear()
         ptr, self._ptr = self._ptr, None
-        lib.bpf_object__close(ptr)
+        ffi.release(ptr)  # runs bpf_object__close exactly once
         self._keep.clear()
 
     @property
@@ -146,10 +143,6 @@ class BpfObject:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    def __del__(self):  # backstop only
-        if getattr(self, "_ptr", None) is not None:
-            self.close()
 
     def __repr__(self) -> str:
         return f"<BpfObject {self.path} {'closed' if self.closed else 'open'}>"
