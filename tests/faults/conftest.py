@@ -1,0 +1,152 @@
+"""The faults suite: scale, per-case time bound, and the results recorder.
+
+Every test counts its cases into a row of the faults table (tests/faults/rows.py):
+`row.tried()` when a case starts, `row.survived()` when its assertions held,
+`row.observe(label)` to tally what was seen (e.g. which gate check refused).
+At the end of the session the rows touched are merged into a JSON file
+(SCX_SLO_FAULTS_RESULTS, default build/faults/results.json), from which
+tests/faults/make_table.py renders docs/faults.md.
+
+Scale: SCX_SLO_FAULTS_SCALE=quick (default, CI) or large.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import platform
+import signal
+import subprocess
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from faults.rows import BY_ID
+
+REPO = Path(__file__).resolve().parents[2]
+SCALE = os.environ.get("SCX_SLO_FAULTS_SCALE", "quick").strip().lower()
+if SCALE not in ("quick", "large"):
+    raise pytest.UsageError(f"SCX_SLO_FAULTS_SCALE={SCALE!r}: use quick or large")
+RESULTS = Path(os.environ.get("SCX_SLO_FAULTS_RESULTS", REPO / "build" / "faults" / "results.json"))
+
+
+def size(quick: int, large: int) -> int:
+    """A case count for this scale."""
+    return large if SCALE == "large" else quick
+
+
+class CaseTimeout(Exception):
+    """A case ran past its time bound (a hang)."""
+
+
+@contextlib.contextmanager
+def time_bound(seconds: float):
+    """Raise CaseTimeout in this (main) thread if the block runs longer than SECONDS."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _alarm(_sig, _frame):
+        raise CaseTimeout(f"case still running after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@dataclass
+class Row:
+    id: str
+    tried_n: int = 0
+    survived_n: int = 0
+    seen: Counter = field(default_factory=Counter)
+    notes: list[str] = field(default_factory=list)
+
+    def tried(self, n: int = 1) -> None:
+        self.tried_n += n
+
+    def survived(self, n: int = 1) -> None:
+        self.survived_n += n
+
+    def observe(self, label: str, n: int = 1) -> None:
+        self.seen[label] += n
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    @contextlib.contextmanager
+    def case(self):
+        """One case: counted as tried on entry, survived if the block finishes."""
+        self.tried()
+        yield
+        self.survived()
+
+
+class Table:
+    def __init__(self):
+        self.rows: dict[str, Row] = {}
+
+    def row(self, row_id: str) -> Row:
+        if row_id not in BY_ID:
+            raise KeyError(f"{row_id!r} is not a row of tests/faults/rows.py")
+        return self.rows.setdefault(row_id, Row(row_id))
+
+
+TABLE = Table()
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def write_results(table: Table, path: Path = RESULTS) -> None:
+    """Merge the rows this session touched into PATH (rows not run keep their last result)."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = {}
+    rows = old.get("rows", {}) if isinstance(old, dict) else {}
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    commit = _git_commit()
+    for r in table.rows.values():
+        if r.tried_n == 0:
+            continue
+        rows[r.id] = {"tried": r.tried_n, "survived": r.survived_n,
+                      "seen": dict(r.seen.most_common()), "notes": r.notes,
+                      "scale": SCALE, "when": now, "commit": commit,
+                      "host": f"{platform.system()} {platform.release()}"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"rows": rows}, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _record_results():
+    yield
+    write_results(TABLE)
+
+
+@pytest.fixture(scope="session")
+def fault_table() -> Table:
+    return TABLE
+
+
+@pytest.fixture(scope="module")
+def fvm(vm_factory):
+    """One VM (2 vCPUs) per faults module that needs the kernel: boots are reused within
+    the module, and the state a fault leaves behind cannot leak into other suites."""
+    return vm_factory(cpus=2)
