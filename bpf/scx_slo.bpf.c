@@ -422,27 +422,36 @@ void BPF_STRUCT_OPS(slo_enqueue, struct task_struct *p, u64 enq_flags)
 
 	if (tctx->lat) {
 		tctx->deadline = (tctx->wake_at ? tctx->wake_at : now) + tctx->budget_ns;
-		slo_dsq_insert_vtime(p, LAT_DSQ, tctx->slice_ns, tctx->deadline, enq_flags);
 		/* a re-queue (slice expiry, preemption) happens on a CPU that is rescheduling */
-		if (!(enq_flags & SCX_ENQ_WAKEUP))
+		if (!(enq_flags & SCX_ENQ_WAKEUP)) {
+			slo_dsq_insert_vtime(p, LAT_DSQ, tctx->slice_ns, tctx->deadline, enq_flags);
 			return;
-
+		}
 		cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
 		if (cpu >= 0) {
+			slo_dsq_insert_vtime(p, LAT_DSQ, tctx->slice_ns, tctx->deadline, enq_flags);
 			scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
 			return;
 		}
 		cpu = pick_victim(p, scx_bpf_task_cpu(p));
-		if (cpu >= 0) {
-			cc = cpu_ctx_of(cpu);
-			if (cc)
-				cc->kick_pending = 1;
-			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
+		if (cpu < 0) {
+			slo_dsq_insert_vtime(p, LAT_DSQ, tctx->slice_ns, tctx->deadline, enq_flags);
 			if (st)
-				st->nr_preempts++;
-		} else if (st) {
-			st->nr_fallbacks++;
+				st->nr_fallbacks++;
+			return;
 		}
+		cc = cpu_ctx_of(cpu);
+		if (cc)
+			cc->kick_pending = 1;
+		if (st)
+			st->nr_preempts++;
+		if (cpu == scx_bpf_task_cpu(p) && cpu == (s32)bpf_get_smp_processor_id()) {
+			/* the victim is this CPU: preempt in place, no IPI/irq_work round trip */
+			slo_dsq_insert(p, SCX_DSQ_LOCAL, tctx->slice_ns, enq_flags | SCX_ENQ_PREEMPT);
+			return;
+		}
+		slo_dsq_insert_vtime(p, LAT_DSQ, tctx->slice_ns, tctx->deadline, enq_flags);
+		scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
 		return;
 	}
 
