@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import textwrap
 
 import pytest
@@ -120,6 +121,8 @@ def test_verifier_rejection_carries_the_log(vm, tmp_path):
     src = tmp_path / "bad.bpf.c"
     src.write_text(BAD_PROG)
     obj = O.compile_bpf(src, tmp_path / "bad.bpf.o")
+    # DWARF makes the object ~1 MB; BTF (kept by strip -g) is all libbpf needs.
+    subprocess.run([O.CLANG.replace("clang", "llvm-strip"), "-g", str(obj)], check=True)
     payload = base64.b64encode(obj.read_bytes()).decode()
     assert vm.run("base64 -d > /tmp/bad.bpf.o", input=payload, timeout=60).returncode == 0
     r = _py(vm, """
@@ -132,8 +135,10 @@ def test_verifier_rejection_carries_the_log(vm, tmp_path):
                 obj.load()
                 out["loaded"] = True
             except libbpf.VerifierError as exc:
+                # Only the tail travels back: the whole log can be very long.
                 out.update(kind=type(exc).__name__, errno=exc.errno_name, op=exc.operation,
-                           log=exc.verifier_log, message=str(exc))
+                           log_len=len(exc.verifier_log), log=exc.verifier_log[-4000:],
+                           message=str(exc)[-4000:])
         out["state"] = sched_ext_state()
         print(json.dumps(out))
     """)
@@ -142,7 +147,8 @@ def test_verifier_rejection_carries_the_log(vm, tmp_path):
     assert res["kind"] == "VerifierError"
     assert res["errno"] in ("EACCES", "EINVAL")
     assert "load of BPF object" in res["op"]
-    assert "R" in res["log"] and ("invalid mem access" in res["log"] or "scalar" in res["log"])
+    assert res["log_len"] > 0
+    assert "invalid mem access" in res["log"] or "scalar" in res["log"], res["log"]
     assert "verifier log" in res["message"]
     assert res["state"] == "disabled"
 
