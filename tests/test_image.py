@@ -1,0 +1,251 @@
+"""The OCI host-container image: built once per session by image/build.sh
+(mmdebstrap + umoci, no container daemon), then opened and checked.
+
+Set SCX_SLO_IMAGE_ARCHIVE=PATH to check an archive built earlier instead.
+The build needs root, mmdebstrap and umoci (scripts/setup.sh installs them);
+without them these tests are skipped and say which tool is missing.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from scx_slo.commands import image as img
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_OBJECT = REPO / "plugin" / "scx_slo" / "data" / "scx_slo.bpf.o"
+TARGET_COMPRESSED = 150 * 10**6
+VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+BUILT_FROM: dict[str, str | None] = {}      # source_digest() around the session's build
+
+
+def source_digest() -> str:
+    """sha256 over what goes into the image from this checkout (paths and contents)."""
+    h = hashlib.sha256()
+    files = [REPO / "setup.py", REPO / "pyproject.toml"]
+    for d in ("bpf", "plugin", "hostcontainer", "image"):
+        files += [f for f in (REPO / d).rglob("*") if f.is_file()
+                  and "__pycache__" not in f.parts and f.suffix not in (".o", ".so", ".pyc")]
+    for f in sorted(files):
+        h.update(str(f.relative_to(REPO)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _missing_build_tools() -> str | None:
+    if os.geteuid() != 0:
+        return "the image build needs root (mmdebstrap --mode=root)"
+    for tool in ("mmdebstrap", "umoci"):
+        if shutil.which(tool) is None:
+            return f"{tool} not installed (apt-get install mmdebstrap umoci skopeo)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def archive(tmp_path_factory) -> Path:
+    if os.environ.get("SCX_SLO_IMAGE_ARCHIVE"):
+        return Path(os.environ["SCX_SLO_IMAGE_ARCHIVE"])
+    missing = _missing_build_tools()
+    if missing:
+        pytest.skip(missing)
+    out = tmp_path_factory.mktemp("image") / f"scx-slo-{VERSION}-amd64.oci.tar"
+    before = source_digest()
+    result = img.build(out=out)
+    BUILT_FROM["first"] = before if source_digest() == before else None
+    assert result.archive == out and out.is_file()
+    assert result.size == out.stat().st_size
+    return out
+
+
+@pytest.fixture(scope="session")
+def image(archive) -> img.OciImage:
+    return img.read_archive(archive)
+
+
+@pytest.fixture(scope="session")
+def layer_files(image) -> dict[str, tarfile.TarInfo]:
+    """Every path in the (single) layer, normalised without './'."""
+    assert len(image.layers) == 1, "the image is one layer"
+    files = {}
+    with tarfile.open(image.path) as tar:
+        hexd = image.layers[0]["digest"].split(":")[1]
+        with tarfile.open(fileobj=tar.extractfile(f"blobs/sha256/{hexd}"), mode="r|gz") as lt:
+            for m in lt:
+                files[m.name.removeprefix("./")] = m
+    return files
+
+
+def _layer_file(image, path: str) -> bytes:
+    data = img.find_in_layers(image, path)
+    assert data is not None, f"{path} is not in the image"
+    return data
+
+
+def test_oci_layout(archive, image):
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+        assert {"oci-layout", "index.json"} <= names
+        assert json.load(tar.extractfile("oci-layout")) == {"imageLayoutVersion": "1.0.0"}
+        index = json.load(tar.extractfile("index.json"))
+    assert index["schemaVersion"] == 2
+    (desc,) = index["manifests"]
+    assert desc["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert desc["annotations"]["org.opencontainers.image.ref.name"] == VERSION
+    assert image.manifest["schemaVersion"] == 2
+    assert image.manifest["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"
+    assert [layer["mediaType"] for layer in image.layers] == \
+        ["application/vnd.oci.image.layer.v1.tar+gzip"]
+    assert image.config["os"] == "linux" and image.config["architecture"] == "amd64"
+    # the config's rootfs lists the uncompressed layer digest (diff_id)
+    assert image.config["rootfs"]["type"] == "layers"
+    assert len(image.config["rootfs"]["diff_ids"]) == 1
+    # every blob in the archive is referenced (umoci gc ran) and intact (read_archive checked)
+    blobs = {n.split("/")[-1] for n in names if n.startswith("blobs/sha256/")}
+    referenced = {desc["digest"], image.manifest["config"]["digest"],
+                  *(layer["digest"] for layer in image.layers)}
+    assert blobs == {d.split(":")[1] for d in referenced}
+
+
+def test_skopeo_reads_the_archive(archive, image):
+    if shutil.which("skopeo") is None:
+        pytest.skip("skopeo not installed (apt-get install skopeo)")
+    p = subprocess.run(["skopeo", "inspect", f"oci-archive:{archive}:{VERSION}"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    info = json.loads(p.stdout)
+    assert info["Digest"] == image.manifest_digest
+    assert info["Labels"] == image.labels
+    assert info["Architecture"] == "amd64" and info["Os"] == "linux"
+
+
+def test_entrypoint_is_the_hostcontainer_start_script(image, layer_files):
+    assert image.entrypoint == ["/opt/scx-slo/hostcontainer/start"]
+    assert not image.config["config"].get("Cmd")
+    start = layer_files["opt/scx-slo/hostcontainer/start"]
+    assert start.isfile() and start.mode & 0o111 == 0o111
+    assert _layer_file(image, "opt/scx-slo/hostcontainer/start") == \
+        (REPO / "hostcontainer" / "start").read_bytes()
+    assert "opt/scx-slo/hostcontainer/CONTRACT.md" in layer_files
+    # what start needs from the image: a shell, coreutils' stat/sha256sum, nsenter, the agent
+    # (bookworm is merged-/usr: /bin is a symlink to usr/bin)
+    assert layer_files["bin"].issym() and layer_files["bin"].linkname == "usr/bin"
+    for path in ("usr/bin/sh", "usr/bin/stat", "usr/bin/sha256sum", "usr/bin/nsenter",
+                 "usr/local/bin/scx-slo", "usr/bin/python3.11"):
+        assert path in layer_files, path
+    assert "PYTHONUNBUFFERED=1" in image.config["config"]["Env"]
+
+
+def test_labels(image):
+    labels = image.labels
+    assert labels["org.opencontainers.image.version"] == VERSION
+    assert labels["org.opencontainers.image.source"]
+    revision = labels["org.opencontainers.image.revision"]
+    m = re.fullmatch(r"([0-9a-f]{40})(-dirty)?", revision)
+    assert m, revision
+    if (REPO / ".git").exists() and not os.environ.get("SCX_SLO_IMAGE_ARCHIVE"):
+        # the commit the image was built from is this checkout's HEAD or an ancestor of it
+        p = subprocess.run(["git", "-C", str(REPO), "merge-base", "--is-ancestor", m[1], "HEAD"])
+        assert p.returncode == 0, f"{revision} is not in this checkout's history"
+    assert re.fullmatch(r"[0-9a-f]{64}", labels[img.OBJECT_LABEL])
+    assert img.check(image) == []
+
+
+def test_scheduler_object_inside_matches_the_shipped_object(image):
+    inside = hashlib.sha256(_layer_file(image, img.OBJECT_SUFFIX)).hexdigest()
+    assert inside == image.labels[img.OBJECT_LABEL]
+    if not SHIPPED_OBJECT.exists():
+        pytest.fail(f"{SHIPPED_OBJECT} is missing: build it (pip install -e .)")
+    assert inside == hashlib.sha256(SHIPPED_OBJECT.read_bytes()).hexdigest(), (
+        "the image carries a different scheduler object than plugin/scx_slo/data: either "
+        "bpf/ changed since data/ was built (reinstall: pip install -e .), or data/ was "
+        "compiled another way (the object's debug info records the compile paths)")
+
+
+def test_libbpf_and_python_from_debian(image, layer_files):
+    status = _layer_file(image, "var/lib/dpkg/status").decode()
+    versions = dict(re.findall(r"^Package: (\S+)\n(?:.+\n)*?Version: (\S+)", status, re.M))
+    assert re.match(r"1:1\.(4|[5-9]|\d\d)\.", versions["libbpf1"]), versions["libbpf1"]
+    assert versions["python3-minimal"].startswith("3.11")
+    assert "libsystemd0" in versions
+    assert any(re.fullmatch(r"usr/lib/x86_64-linux-gnu/libbpf\.so\.1\.\d+\.\d+", n) for n in layer_files)
+    # the runtime dependencies were installed from wheels, pip itself is not left behind
+    site = "usr/local/lib/python3.11/dist-packages/"
+    for pkg in ("scx_slo", "cffi", "elftools", "tomlkit", "systemd"):
+        assert site + pkg in layer_files, pkg
+    assert not any(n.startswith(site + "pip/") for n in layer_files)
+    assert not any(n.startswith("tmp/wheels") for n in layer_files)
+
+
+def test_small_no_docs_or_locales(image, layer_files):
+    doc = [n for n in layer_files if n.startswith("usr/share/doc/") and layer_files[n].isfile()]
+    assert doc and all(n.endswith("/copyright") for n in doc)
+    for d in ("usr/share/man/", "usr/share/locale/", "usr/share/info/", "dev/"):
+        assert not any(n.startswith(d) and layer_files[n].isfile() for n in layer_files), d
+    assert not any(layer_files[n].ischr() or layer_files[n].isblk() for n in layer_files)
+    size = image.compressed_size
+    print(f"\nimage {VERSION}: {size} bytes compressed ({size / 1e6:.1f} MB, "
+          f"{100 * size / TARGET_COMPRESSED:.0f}% of the 150 MB target), "
+          f"{sum(m.size for m in layer_files.values()) / 1e6:.1f} MB unpacked")
+    assert size <= TARGET_COMPRESSED
+
+
+def test_inspect_cli_and_damaged_archive(archive, tmp_path, capsys):
+    from scx_slo.cli import main
+
+    assert main(["image", "inspect", str(archive), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["problems"] == [] and out["entrypoint"] == ["/opt/scx-slo/hostcontainer/start"]
+    # flip one byte of the config blob: the digest check names the blob
+    with tarfile.open(archive) as tar:
+        members = [(m, tar.extractfile(m).read() if m.isfile() else None) for m in tar]
+    config_digest = json.loads(
+        next(d for m, d in members if m.name == "index.json"))["manifests"][0]["digest"]
+    bad = tmp_path / "bad.oci.tar"
+    with tarfile.open(bad, "w") as out_tar:
+        for m, data in members:
+            if data is not None and m.name.endswith(config_digest.split(":")[1]):
+                data = bytes([data[0] ^ 1]) + data[1:]
+            out_tar.addfile(m, io.BytesIO(data) if data is not None else None)
+    assert main(["image", "inspect", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "does not match its digest" in err and config_digest.split(":")[1] in err
+
+
+def test_unpack_gives_a_root_filesystem(archive, tmp_path):
+    if shutil.which("umoci") is None:
+        pytest.skip("umoci not installed (apt-get install umoci)")
+    root = img.unpack_rootfs(archive, tmp_path / "rootfs")
+    assert os.access(root / "opt/scx-slo/hostcontainer/start", os.X_OK)
+    assert (root / "usr/local/bin/scx-slo").read_text().startswith("#!/usr/bin/python3")
+    if os.geteuid() == 0 and shutil.which("chroot"):
+        p = subprocess.run(["chroot", str(root), "scx-slo", "--version"], capture_output=True,
+                           text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.strip() == f"scx-slo {VERSION}"
+
+
+def test_reproducible_with_source_date_epoch(archive, image, tmp_path, monkeypatch):
+    """A second build of the same checkout with the same SOURCE_DATE_EPOCH gives
+    the same layer, config and manifest digests."""
+    if os.environ.get("SCX_SLO_IMAGE_ARCHIVE"):
+        pytest.skip("checking a prebuilt archive: nothing to rebuild against")
+    created = image.config["created"]
+    epoch = subprocess.run(["date", "-u", "-d", created, "+%s"], capture_output=True,
+                           text=True, check=True).stdout.strip()
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
+    before = source_digest()
+    again = img.read_archive(img.build(out=tmp_path / "again.oci.tar", quiet=True).archive)
+    if not (BUILT_FROM.get("first") == before == source_digest()):
+        pytest.skip("the checkout changed during or between the two builds "
+                    "(a shared working tree): nothing to compare")
+    assert [layer["digest"] for layer in again.layers] == [layer["digest"] for layer in image.layers]
+    assert again.manifest_digest == image.manifest_digest
