@@ -267,3 +267,19 @@ def test_real_helm_agrees():
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert [d for d in yaml.safe_load_all(p.stdout) if d] == render_chart()
+
+
+def test_readme_snippets_are_the_current_render_output(capsys):
+    """deploy/README.md shows `scx-slo settings render` output; it must not fall behind."""
+    from scx_slo.cli import main
+
+    readme = (REPO / "deploy" / "README.md").read_text()
+    blocks = re.findall(r"<!-- render --for (\S+) -->\n```\w*\n(.*?)\n```", readme, re.S)
+    assert {t for t, _ in blocks} == {"bottlerocket", "apiclient", "launch-template",
+                                      "karpenter", "eksctl"}
+    for target, shown in blocks:
+        capsys.readouterr()
+        assert main(["settings", "render", str(REPO / "settings/examples/guide-demo.toml"),
+                     "--for", target, "--name", "scx-slo",
+                     "--source", "ACCOUNT.dkr.ecr.REGION.amazonaws.com/scx-slo:0.1.0"]) == 0
+        assert capsys.readouterr().out.rstrip() == shown, f"deploy/README.md: --for {target}"
