@@ -1,0 +1,64 @@
+"""The optional OpenMetrics endpoint (off by default; loopback when on).
+
+A prometheus_client collector reads the scheduler's maps on every scrape, so
+the numbers are as fresh as the scrape and cost nothing between scrapes.
+"""
+from __future__ import annotations
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import CollectorRegistry
+
+from scx_slo.errors import ScxSloError
+
+COUNTERS = (("nr_wakeups", "wakeups", "Wakeups of tasks in the class"),
+            ("nr_misses", "slo_misses", "Wakeup-to-run delays above the class's miss threshold"),
+            ("nr_preempts", "preemptions", "CPUs preempted on behalf of the class"),
+            ("nr_direct", "direct_dispatches", "Wakeups dispatched straight to an idle CPU"),
+            ("nr_floor_boosts", "floor_boosts", "Batch slices forced by the starvation floor"))
+
+
+class SchedulerCollector:
+    def __init__(self, agent):
+        self.agent = agent
+
+    def collect(self):
+        sched, config = self.agent.sched, self.agent.config
+        attached = GaugeMetricFamily("scx_slo_attached", "1 when scx_slo is the attached scheduler")
+        attached.add_metric([], 1.0 if self.agent.healthy() else 0.0)
+        yield attached
+        if sched is None or config is None:
+            return
+        pods = GaugeMetricFamily("scx_slo_pods", "Pods mapped to the class", labels=["class"])
+        counters = {key: CounterMetricFamily(f"scx_slo_{name}", text, labels=["class"])
+                    for key, name, text in COUNTERS}
+        hist = HistogramMetricFamily("scx_slo_wakeup_latency_seconds",
+                                     "Wakeup-to-run latency (log2 buckets)", labels=["class"])
+        for c in config.classes:
+            try:
+                s = sched.stats(c.id)
+            except ScxSloError:
+                continue
+            pods.add_metric([c.name], self.agent.pods_by_class.get(c.id, 0))
+            for key, counter in counters.items():
+                counter.add_metric([c.name], s[key])
+            cumulative, buckets = 0, []
+            for i, n in enumerate(s["lat_hist"]):
+                cumulative += n
+                buckets.append((repr((1 << (i + 1)) / 1e9), cumulative))
+            buckets.append(("+Inf", cumulative))
+            hist.add_metric([c.name], buckets, sum_value=None)
+        yield pods
+        yield from counters.values()
+        yield hist
+
+
+def serve(agent, address: str, port: int):
+    """Start the endpoint in a thread; returns the server (call .shutdown())."""
+    from prometheus_client import start_http_server
+
+    if address not in ("127.0.0.1", "::1", "localhost"):
+        raise ScxSloError(f"metrics.address {address!r}: only loopback addresses are allowed")
+    registry = CollectorRegistry()
+    registry.register(SchedulerCollector(agent))
+    server, _thread = start_http_server(port, addr=address, registry=registry)
+    return server

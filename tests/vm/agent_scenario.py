@@ -1,0 +1,285 @@
+"""Guest side of the agent test (tests/test_agent_vm.py): runs inside the VM as root.
+
+Builds a kubepods-shaped cgroup tree with real processes, serves it over a fake
+CRI and a fake Bottlerocket API, runs `scx-slo run` and drives it through
+reconcile, pod churn, SIGKILL, SIGTERM hand-off and SIGTERM-when-disabled.
+Prints one JSON object with what it observed; the host test asserts on it.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+SRC = Path("/opt/scx-slo/src")
+sys.path.insert(0, str(SRC / "tests"))
+
+from fake_bottlerocket_api import start as start_api  # noqa: E402
+from fake_cri import start as start_cri  # noqa: E402
+
+from scx_slo import pins  # noqa: E402
+from scx_slo.scheduler import Scheduler  # noqa: E402
+from scx_slo.settings.apiclient import ApiClient  # noqa: E402
+
+CG = Path("/sys/fs/cgroup")
+KP = CG / "kubepods.slice"
+STATE = Path("/sys/kernel/sched_ext/state")
+WORK = Path("/tmp/agent-test")
+API_SOCK = "/run/api.sock"
+CRI_SOCK = "/run/cri.sock"
+NAME = "scx-slo"
+
+USER_DATA = """
+[scheduler]
+watchdog-timeout = "5s"
+
+[scheduler.metrics]
+enabled = true
+listen = "127.0.0.1:9464"
+
+[[class]]
+name = "critical"
+p99 = "10ms"
+
+[[class]]
+name = "frontend"
+p99 = "200ms"
+
+[[rule]]
+class = "critical"
+namespace = "web"
+
+[annotations]
+tightest = "100ms"
+"""
+
+out: dict = {"events": []}
+
+
+def note(msg: str) -> None:
+    out["events"].append(f"{time.monotonic():.2f} {msg}")
+
+
+def state() -> str:
+    return STATE.read_text().strip()
+
+
+def enable_cpu(path: Path) -> None:
+    (path / "cgroup.subtree_control").write_text("+cpu")
+
+
+def make_pod(qos: str, uid: str, container: str) -> tuple[Path, Path]:
+    u = uid.replace("-", "_")
+    if qos == "guaranteed":
+        parent, pod = KP, KP / f"kubepods-pod{u}.slice"
+    else:
+        parent = KP / f"kubepods-{qos}.slice"
+        parent.mkdir(exist_ok=True)
+        enable_cpu(parent)
+        pod = parent / f"kubepods-{qos}-pod{u}.slice"
+    pod.mkdir()
+    enable_cpu(pod)
+    scope = pod / f"cri-containerd-{container}.scope"
+    scope.mkdir()
+    return pod, scope
+
+
+def spawn_in(scope: Path, argv: list[str]) -> subprocess.Popen:
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (scope / "cgroup.procs").write_text(str(p.pid))
+    return p
+
+
+def remove_pod(pod: Path, procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        p.kill()
+        p.wait()
+    for child in pod.iterdir():
+        if child.is_dir():
+            child.rmdir()
+    pod.rmdir()
+
+
+_maps: list[Scheduler] = []
+
+
+def maps() -> Scheduler | None:
+    """The agent's pinned maps, adopted once (they stay the same across hand-offs)."""
+    if not _maps:
+        d = pins.pinned_dirs(pins.base_dir(None, mount_if_missing=False))
+        if not d:
+            return None
+        _maps.append(Scheduler.adopt(d[-1]))
+    return _maps[0]
+
+
+def pinned_map() -> dict[int, int]:
+    m = maps()
+    return {k: v["class_id"] for k, v in m.typed("slo_cgroups").items()} if m else {}
+
+
+def class_stats(class_id: int) -> dict:
+    return maps().stats(class_id)
+
+
+def wait_for(pred, timeout: float, step: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
+class Sampler(threading.Thread):
+    """Reads the sched_ext state every few ms; remembers every value seen."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.seen: set[str] = set()
+        self.samples = 0
+        self.halt = threading.Event()
+
+    def run(self):
+        while not self.halt.is_set():
+            self.seen.add(state())
+            self.samples += 1
+            time.sleep(0.005)
+
+
+def start_agent(tag: str) -> subprocess.Popen:
+    log = open(WORK / f"agent-{tag}.log", "w")
+    return subprocess.Popen(
+        [sys.executable, "-m", "scx_slo", "run", "--user-data", str(WORK / "user-data"),
+         "--state-dir", str(WORK / "state"), "--cri-socket", CRI_SOCK, "--api-socket", API_SOCK,
+         "--name", NAME, "--interval", "2", "--resync", "30"],
+        stdout=log, stderr=subprocess.STDOUT)
+
+
+def agent_log(tag: str) -> str:
+    return (WORK / f"agent-{tag}.log").read_text()
+
+
+def main() -> None:
+    WORK.mkdir(parents=True, exist_ok=True)
+    (WORK / "user-data").write_text(USER_DATA)
+    api = start_api(API_SOCK, settings={"host-containers": {NAME: {
+        "source": "example.com/scx-slo:test", "enabled": True, "superpowered": True,
+        "user-data": base64.b64encode(USER_DATA.encode()).decode()}}})
+    KP.mkdir()
+    enable_cpu(KP)
+    fe_uid, be_uid, g_uid = ("1f0e6a2c-0000-4000-8000-000000000001",
+                             "2b7c9d4e-0000-4000-8000-000000000002",
+                             "3c8dae5f-0000-4000-8000-000000000003")
+    fe_pod, fe_scope = make_pod("burstable", fe_uid, "a" * 64)
+    be_pod, be_scope = make_pod("besteffort", be_uid, "b" * 64)
+    g_pod, g_scope = make_pod("guaranteed", g_uid, "c" * 64)
+    (fe_pod / "cpu.weight").write_text("20")      # kubelet: 500m request
+    (be_pod / "cpu.weight").write_text("1")       # BestEffort
+    pods = [
+        {"uid": fe_uid, "namespace": "web", "name": "frontend-0", "labels": {"app": "frontend"}},
+        {"uid": be_uid, "namespace": "batch", "name": "stress-0", "labels": {"app": "stress"}},
+        {"uid": g_uid, "namespace": "batch", "name": "critical-claim",
+         "annotations": {"slo.latency.p99": "1us"}},
+    ]
+    cri = start_cri(CRI_SOCK, pods=pods)
+    probe = spawn_in(fe_scope, [sys.executable, "-c",
+                                "import time\nwhile True: time.sleep(0.001)"])
+    g_proc = spawn_in(g_scope, ["sleep", "1000"])
+
+    ids = {"frontend": fe_pod.stat().st_ino, "batch": be_pod.stat().st_ino,
+           "guaranteed": g_pod.stat().st_ino, "frontend_scope": fe_scope.stat().st_ino}
+    out["ids"] = ids
+
+    agent = start_agent("1")
+    ok = wait_for(lambda: state() == "enabled" and "attached" in agent_log("1"), 120, 0.2)
+    note("agent 1 attached" if ok else "agent 1 did not attach")
+    ok = ok and wait_for(lambda: len(pinned_map()) >= 3, 30, 0.1)
+    note("map filled" if ok else "map not filled")
+    out["attached"] = bool(ok)
+    out["ops"] = Path("/sys/kernel/sched_ext/root/ops").read_text().strip() if ok else None
+    out["map_initial"] = {str(k): v for k, v in pinned_map().items()}
+
+    # A new pod: how long until its slice is in the map?
+    t0 = time.monotonic()
+    new_uid = "4d9ebf60-0000-4000-8000-000000000004"
+    cri.set_pods(pods + [{"uid": new_uid, "namespace": "web", "name": "frontend-1"}])
+    new_pod, new_scope = make_pod("burstable", new_uid, "d" * 64)
+    seen = wait_for(lambda: new_pod.stat().st_ino in pinned_map(), 10, 0.02)
+    out["new_pod_delay_s"] = time.monotonic() - t0 if seen else None
+    out["new_pod_class"] = pinned_map().get(new_pod.stat().st_ino)
+
+    # Removing it removes its entry.
+    gone_id = new_pod.stat().st_ino
+    remove_pod(new_pod, [])
+    cri.set_pods(pods)
+    out["removed_pod_gone"] = bool(wait_for(lambda: gone_id not in pinned_map(), 10, 0.05))
+
+    # Batch hogs at 2x the vCPUs in the BestEffort pod from here on.
+    hogs = [spawn_in(be_scope, ["stress-ng", "--cpu", "1", "--quiet"]) for _ in range(4)]
+    note("hogs started")
+
+    # The probe runs in the container scope: its wakeups count for its pod's class.
+    before = class_stats(1)["nr_wakeups"]
+    time.sleep(3)
+    out["frontend_wakeups_in_3s"] = class_stats(1)["nr_wakeups"] - before
+    out["frontend_preempts"] = class_stats(1)["nr_preempts"]
+
+    st = subprocess.run([sys.executable, "-m", "scx_slo", "status", "--json",
+                         "--state-dir", str(WORK / "state")], capture_output=True, text=True)
+    out["status_rc"] = st.returncode
+    out["status"] = json.loads(st.stdout) if st.stdout.strip().startswith("{") else st.stderr
+
+    import urllib.request
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:9464/metrics", timeout=10) as r:
+            out["metrics"] = r.read().decode()
+    except OSError as e:
+        out["metrics"] = f"unreachable: {e}"
+
+    # SIGKILL: the pinned scheduler stays; a new agent adopts it without a gap.
+    sampler = Sampler()
+    sampler.start()
+    agent.kill()
+    agent.wait()
+    time.sleep(1)
+    agent = start_agent("2")
+    adopted = wait_for(lambda: "adopted" in agent_log("2"), 60, 0.2)
+    out["kill_adopted"] = bool(adopted)
+
+    # SIGTERM while still enabled in the API: hand off, then adopt again.
+    agent.send_signal(signal.SIGTERM)
+    out["term_enabled_rc"] = agent.wait(timeout=30)
+    out["term_enabled_log"] = agent_log("2")[-600:]
+    time.sleep(1)
+    agent = start_agent("3")
+    out["term_adopted"] = bool(wait_for(lambda: "adopted" in agent_log("3"), 60, 0.2))
+    sampler.halt.set()
+    sampler.join()
+    out["states_during_handoffs"] = sorted(sampler.seen)
+    out["state_samples"] = sampler.samples
+
+    # SIGTERM after the operator disabled the container: detach and unpin.
+    ApiClient(API_SOCK).set_settings({"host-containers": {NAME: {"enabled": False}}})
+    agent.send_signal(signal.SIGTERM)
+    out["term_disabled_rc"] = agent.wait(timeout=30)
+    out["state_after_disable"] = wait_for(lambda: state() == "disabled" and "disabled", 10) or state()
+    out["pins_after_disable"] = [str(p) for p in pins.pinned_dirs(pins.base_dir(None, mount_if_missing=False))]
+    out["agent3_log"] = agent_log("3")[-1500:]
+    out["agent1_log"] = agent_log("1")[-1500:]
+
+    for p in [probe, g_proc, *hogs]:
+        p.kill()
+    cri.stop()
+    api.stop()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
