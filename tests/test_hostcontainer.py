@@ -38,6 +38,9 @@ def host(tmp_path):
     p = subprocess.run(["mount", "-t", "bpf", "bpf", str(bpf)], capture_output=True, text=True)
     if p.returncode != 0:
         pytest.skip(f"cannot mount bpffs here (needs root with CAP_SYS_ADMIN): {p.stderr.strip()}")
+    # what host-ctr mounts: this container's persistent dir, by name and as `current`
+    for d in ("scx-slo", "current"):
+        (tmp_path / "br" / "host-containers" / d).mkdir(parents=True)
     agent = tmp_path / "scx-slo"
     agent.write_text(FAKE_AGENT)
     agent.chmod(0o755)
@@ -50,7 +53,7 @@ def start(host: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProce
     log.unlink(missing_ok=True)
     full_env = {"PATH": os.environ["PATH"], "FAKE_AGENT_LOG": str(log),
                 "SCX_SLO_HOST_ROOT": str(host / "host"), "SCX_SLO_BIN": str(host / "scx-slo"),
-                "SCX_SLO_USER_DATA": str(host / "user-data"), "SCX_SLO_STATE_DIR": str(host)}
+                "SCX_SLO_BOTTLEROCKET_DIR": str(host / "br")}
     full_env.update(env)
     p = subprocess.Popen([str(START), *args], env=full_env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
@@ -61,26 +64,51 @@ def start(host: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProce
 
 
 def test_execs_agent_with_user_data_and_host_pin_dir(host):
-    (host / "user-data").write_text('[scheduler]\n')
-    r, agent = start(host, "--verbose-extra")
+    current = host / "br" / "host-containers" / "current"
+    (current / "user-data").write_text('[scheduler]\n')
+    r, agent = start(host, "--interval", "5")
     assert r.returncode == 0, r.stderr
     pin = host / "host" / "sys" / "fs" / "bpf" / "scx-slo"
-    assert agent["argv"] == ["run", "--user-data", str(host / "user-data"),
-                             "--pin-dir", str(pin), "--verbose-extra"]
+    assert agent["argv"] == ["run", "--user-data", str(current / "user-data"),
+                             "--state-dir", str(current), "--name", "scx-slo",
+                             "--pin-dir", str(pin),
+                             "--cgroup-root", str(host / "host" / "sys" / "fs" / "cgroup"),
+                             "--interval", "5"]
     assert pin.is_dir() and fstype(pin) == "bpf_fs"
     # exec, not fork: host-ctr's SIGTERM must reach the agent itself
     assert agent["pid"] == r.pid
-    assert agent["env"]["SCX_SLO_STATE_DIR"] == str(host)
     assert agent["env"]["SCX_SLO_HOST_ROOT"] == str(host / "host")
     assert "user-data" in r.stdout and "sha256" in r.stdout
 
 
-def test_without_user_data_runs_with_defaults(host):
+def test_the_arguments_are_what_scx_slo_run_accepts(host):
+    """start and `scx-slo run` must agree on flags: parse start's argv with the real CLI."""
+    from scx_slo.cli import available_commands, build_parser
+
+    if "run" not in available_commands():
+        pytest.skip("scx_slo.commands.run is not there yet")
+    (host / "br" / "host-containers" / "current" / "user-data").write_text("")
     r, agent = start(host)
     assert r.returncode == 0, r.stderr
-    assert "--user-data" not in agent["argv"]
+    args = build_parser(available_commands()).parse_args(agent["argv"])
+    assert args.command == "run"
+    assert args.pin_dir == agent["argv"][agent["argv"].index("--pin-dir") + 1]
+    assert args.name == "scx-slo"
+
+
+def test_container_named_current(host):
+    (host / "br" / "host-containers" / "scx-slo").rmdir()
+    r, agent = start(host)
+    assert r.returncode == 0, r.stderr
+    assert agent["argv"][agent["argv"].index("--name") + 1] == "current"
+
+
+def test_without_user_data_runs_with_defaults(host):
+    r, agent = start(host, SCX_SLO_BOTTLEROCKET_DIR=str(host / "not-bottlerocket"))
+    assert r.returncode == 0, r.stderr
     assert agent["argv"][:2] == ["run", "--pin-dir"]
-    assert "no user-data" in r.stdout
+    assert not {"--user-data", "--state-dir", "--name"} & set(agent["argv"])
+    assert "no user-data" in r.stdout and "no persistent directory" in r.stdout
 
 
 def test_refuses_a_pin_dir_outside_bpffs(host):
