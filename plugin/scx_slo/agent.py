@@ -349,7 +349,7 @@ class Agent:
         next_report = time.monotonic()
         try:
             while not self.stop_event.is_set():
-                changes = watcher.poll(timeout=0.5)
+                changes = watcher.poll(timeout=1.0)
                 if self.stop_event.is_set() or self.given_up:
                     continue
                 if not self.healthy():
