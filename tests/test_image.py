@@ -249,3 +249,50 @@ def test_reproducible_with_source_date_epoch(archive, image, tmp_path, monkeypat
                     "(a shared working tree): nothing to compare")
     assert [layer["digest"] for layer in again.layers] == [layer["digest"] for layer in image.layers]
     assert again.manifest_digest == image.manifest_digest
+
+
+def test_entrypoint_runs_unchanged_in_the_host_ctr_layout(archive, tmp_path):
+    """hostcontainer/emulate-host-ctr lays the unpacked image out as host-ctr does for a
+    superpowered container (fresh sysfs, host root read-only at /.bottlerocket/rootfs,
+    persistent storage with user-data, host PID namespace) and runs the entrypoint. On a
+    kernel without sched_ext the real agent must refuse in its preflight, cleanly; the
+    pin directory must have been made in the HOST's bpffs. (The VM test runs the same
+    harness on a sched_ext kernel and sees the scheduler attached.)"""
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("umoci") is None:
+        pytest.skip("needs root, unshare and umoci")
+    if Path("/sys/kernel/sched_ext").exists():
+        pytest.skip("this kernel has sched_ext: the agent would really run; the VM test covers it")
+    bpf = tmp_path / "host-bpffs"
+    bpf.mkdir()
+    if subprocess.run(["mount", "-t", "bpf", "bpf", str(bpf)]).returncode != 0:
+        pytest.skip("cannot mount bpffs here")
+    try:
+        root = img.unpack_rootfs(archive, tmp_path / "rootfs")
+        storage = tmp_path / "local-host-containers-scx-slo"
+        storage.mkdir()
+        (storage / "user-data").write_bytes(
+            (REPO / "settings" / "examples" / "guide-demo.toml").read_bytes())
+        host = "/.bottlerocket/rootfs"       # the host root as host-ctr mounts it
+        env = [*image_env(archive), f"SCX_SLO_HOST_ROOT={host}",
+               f"SCX_SLO_PIN_DIR={host}{bpf}/scx-slo"]
+        p = subprocess.run([str(REPO / "hostcontainer" / "emulate-host-ctr"),
+                            "--rootfs", str(root), "--name", "scx-slo", "--storage", str(storage),
+                            *[a for e in env for a in ("--env", e)]],
+                           capture_output=True, text=True, timeout=300)
+        out = p.stdout + p.stderr
+        print(out)
+        assert "user-data /.bottlerocket/host-containers/current/user-data" in out
+        assert ("host container scx-slo: exec scx-slo run --user-data "
+                "/.bottlerocket/host-containers/current/user-data "
+                "--state-dir /.bottlerocket/host-containers/current --name scx-slo") in out
+        assert (bpf / "scx-slo").is_dir(), "the pin directory is not in the host's bpffs"
+        assert p.returncode == 1 and "sched_ext" in out and "Traceback" not in out
+        # the harness's mount namespace died with the entrypoint
+        mounts = Path("/proc/self/mounts").read_text()
+        assert str(root) not in mounts
+    finally:
+        subprocess.run(["umount", str(bpf)], check=False)
+
+
+def image_env(archive) -> list[str]:
+    return img.read_archive(archive).config["config"]["Env"]
