@@ -156,7 +156,7 @@ struct task_ctx {
 	u32 class_id;
 	u32 class_w;
 	u32 lat;		/* latency-critical class */
-	u32 pad;
+	u32 in_order;		/* queued on BATCH_DSQ, will run in vtime order */
 };
 
 struct {
@@ -186,8 +186,18 @@ struct {
 	__type(value, struct cpu_ctx);
 } slo_cpu_ctx SEC(".maps");
 
+/*
+ * Virtual time of the batch work now being served: the vtime of tasks taken
+ * from the head of BATCH_DSQ (or kept because they still lead it). Tasks that
+ * run out of order (direct dispatch, per-CPU kthreads, starvation rescues) do
+ * not move it, so a rescued laggard cannot drag every waker behind it.
+ */
 u64 vtime_now;
 u64 weight_gen;
+/* last starvation rescue, for diagnosis: pid, wait, vtime ahead of vtime_now */
+s32 rescue_pid;
+u64 rescue_wait_ns;
+s64 rescue_vtime_lead;
 
 static __always_inline u64 now_ns(void)
 {
@@ -465,6 +475,7 @@ void BPF_STRUCT_OPS(slo_enqueue, struct task_struct *p, u64 enq_flags)
 	if ((enq_flags & SCX_ENQ_WAKEUP) && slo_time_before(vtime, vtime_now - slice_ns))
 		vtime = vtime_now - slice_ns;
 	slo_dsq_insert_vtime(p, BATCH_DSQ, tctx->slice_ns, vtime, enq_flags);
+	tctx->in_order = 1;
 
 	cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
 	if (cpu >= 0)
@@ -491,6 +502,36 @@ static __always_inline u64 vtime_charge(struct task_struct *p, struct task_ctx *
 	if (!eff)
 		eff = 1;
 	return used * 100 * 256 / eff;
+}
+
+/* Longest run charged at once: longer means the CPU was away (e.g. a stalled VM). */
+static __always_inline u64 max_charge_ns(void)
+{
+	return SLO_MAX(4 * slice_ns, 20ULL * 1000 * 1000);
+}
+
+/*
+ * Account the CPU time @p used since it started (or was last accounted) on
+ * @cc: class run time, the CPU's latency-critical streak for the batch floor,
+ * and the weighted vtime charge of non-critical tasks.
+ */
+static __always_inline void account_run(struct task_struct *p, struct task_ctx *tctx,
+					struct cpu_ctx *cc, u64 now)
+{
+	struct slo_class_stats *st;
+	u64 used = now - cc->started_at;
+
+	cc->started_at = now;
+	if (tctx && tctx->lat)
+		cc->lat_since_batch += used;
+	else if (!is_pcpu_kthread(p))
+		cc->lat_since_batch = 0;
+	if (!tctx)
+		return;
+	if ((st = class_stats(tctx->class_id)))
+		st->run_ns += used;
+	if (!tctx->lat)
+		p->scx.dsq_vtime += vtime_charge(p, tctx, SLO_MIN(used, max_charge_ns()));
 }
 
 /* vtime of the first task on BATCH_DSQ; false if it is empty. */
@@ -536,15 +577,20 @@ static __always_inline bool keep_prev(struct task_struct *prev, struct cpu_ctx *
 			return false;
 		if (batch_head_vtime(&head) &&
 		    !slo_time_before(prev->scx.dsq_vtime +
-				     vtime_charge(prev, tctx, now - cc->started_at), head))
+				     vtime_charge(prev, tctx, SLO_MIN(now - cc->started_at,
+								      max_charge_ns())), head))
 			return false;
 	}
+	/* prev goes on without stopping/running: account its run so far here */
+	if (!tctx->lat && slo_time_before(vtime_now, prev->scx.dsq_vtime))
+		vtime_now = prev->scx.dsq_vtime;
+	account_run(prev, tctx, cc, now);
 	prev->scx.slice = tctx->slice_ns;
 	return true;
 }
 
 /* Starvation scan: run the longest-waiting-looking tail of BATCH_DSQ if it waited too long. */
-static __always_inline bool rescue_starved(u64 now)
+static __always_inline bool rescue_starved(s32 cpu, u64 now)
 {
 	struct task_struct *q;
 	struct task_ctx *tctx;
@@ -564,11 +610,19 @@ static __always_inline bool rescue_starved(u64 now)
 		tctx = bpf_task_storage_get(&slo_task_ctx, q, 0, 0);
 		if (!tctx || now - tctx->enq_at < limit)
 			continue;
+		/* moving a task this CPU may not run is a scheduler error */
+		if (q->migration_disabled || !bpf_cpumask_test_cpu(cpu, q->cpus_ptr))
+			continue;
 		if (slo_dsq_move(&it, q, SCX_DSQ_LOCAL, 0)) {
 			struct slo_class_stats *st = class_stats(tctx->class_id);
 
+			tctx->in_order = 0;
+
 			if (st)
 				st->nr_starve_rescues++;
+			rescue_pid = q->pid;
+			rescue_wait_ns = now - tctx->enq_at;
+			rescue_vtime_lead = (s64)(q->scx.dsq_vtime - vtime_now);
 			moved = true;
 			break;
 		}
@@ -595,7 +649,7 @@ void BPF_STRUCT_OPS(slo_dispatch, s32 cpu, struct task_struct *prev)
 	} else {
 		if (now - cc->last_scan > STARVE_SCAN_NS) {
 			cc->last_scan = now;
-			if (rescue_starved(now))
+			if (rescue_starved(cpu, now))
 				return;
 		}
 		if (batch_floor_pct && batch_floor_pct < 100 &&
@@ -654,8 +708,9 @@ void BPF_STRUCT_OPS(slo_running, struct task_struct *p)
 	if (!tctx)
 		return;
 
-	if (!tctx->lat && slo_time_before(vtime_now, p->scx.dsq_vtime))
+	if (tctx->in_order && slo_time_before(vtime_now, p->scx.dsq_vtime))
 		vtime_now = p->scx.dsq_vtime;
+	tctx->in_order = 0;
 
 	if (tctx->wake_at) {
 		struct slo_class_stats *st = class_stats(tctx->class_id);
@@ -675,31 +730,17 @@ void BPF_STRUCT_OPS(slo_running, struct task_struct *p)
 	}
 }
 
-/* stopping: charge weighted vtime to non-critical tasks and account the CPU's time. */
+/* stopping: account the run (vtime charge, class time, floor streak). */
 void BPF_STRUCT_OPS(slo_stopping, struct task_struct *p, bool runnable)
 {
 	struct task_ctx *tctx = bpf_task_storage_get(&slo_task_ctx, p, 0, 0);
 	struct cpu_ctx *cc = cpu_ctx_of(scx_bpf_task_cpu(p));
-	struct slo_class_stats *st;
-	u64 now = now_ns(), used = 0;
 
-	if (cc) {
-		used = now - cc->started_at;
-		if (tctx && tctx->lat)
-			cc->lat_since_batch += used;
-		else if (!is_pcpu_kthread(p))
-			cc->lat_since_batch = 0;
-		cc->cur = CUR_IDLE;
-		cc->floor_boost = 0;
-	}
-	if (!tctx)
+	if (!cc)
 		return;
-	if ((st = class_stats(tctx->class_id)))
-		st->run_ns += used;
-	if (tctx->lat)
-		return;
-
-	p->scx.dsq_vtime += vtime_charge(p, tctx, used);
+	account_run(p, tctx, cc, now_ns());
+	cc->cur = CUR_IDLE;
+	cc->floor_boost = 0;
 }
 
 /* quiescent: the task no longer counts as runnable in its cgroup. */

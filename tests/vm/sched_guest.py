@@ -131,6 +131,28 @@ def read_exit() -> dict:
             "msg": msg.split(b"\0")[0].decode(errors="replace")}
 
 
+def cg_info(cg: Path) -> dict:
+    """The scheduler's view of a cgroup (internal map slo_cg_info): weight, runnable tasks."""
+    r = sh(["bpftool", "-j", "map", "lookup", "name", "slo_cg_info", "key", "hex",
+            *_hexbytes(struct.pack("<Q", cg.stat().st_ino))], check=False)
+    if r.returncode != 0:
+        return {}
+    raw = bytes(int(x, 16) for x in json.loads(r.stdout)["value"])
+    weight, nr = struct.unpack("<Ii", raw[:8])
+    return {"weight": weight, "nr_runnable": nr}
+
+
+def read_bss() -> dict:
+    """The scheduler's .bss globals (diagnostics), from bpftool's BTF-formatted dump."""
+    r = sh(["bpftool", "-j", "map", "dump", "name", "scx_slo.bss"], check=False)
+    if r.returncode != 0:
+        return {}
+    out = {}
+    for d in json.loads(r.stdout)[0].get("formatted", {}).get("value", {}).get(".bss", []):
+        out.update(d)
+    return out
+
+
 def hist_percentile(hist: list[int], q: float) -> int:
     """Upper bound (ns) of the log2 bucket holding the q-quantile."""
     total = sum(hist)
@@ -303,17 +325,22 @@ def scenario_weights(args) -> dict:
     res = {"ncpu": ncpu}
     try:
         load()
-        ha = hogs(a, args.hogs_a * ncpu, args.seconds + 2)
-        hb = hogs(b, args.hogs_b * ncpu, args.seconds + 2)
+        ha = hogs(a, args.hogs_a * ncpu, args.seconds + 30)
+        hb = hogs(b, args.hogs_b * ncpu, args.seconds + 30)
         time.sleep(1.5)
         ua0, ub0 = cg_usage_us(a), cg_usage_us(b)
         time.sleep(args.seconds)
         ua, ub = cg_usage_us(a) - ua0, cg_usage_us(b) - ub0
+        res["cg_info"] = {str(cg.name): cg_info(cg) for cg in (a, b)}
+        res["bss"] = read_bss()
+        s = read_stats()[0]
+        res["batch_stats"] = {k: v for k, v in s.items() if k != "lat_hist"}
         res.update({"hogs_a": args.hogs_a * ncpu, "hogs_b": args.hogs_b * ncpu,
                     "usage_a_us": ua, "usage_b_us": ub, "ratio": ua / max(ub, 1),
                     "state_end": scx_state(), "exit": read_exit()})
-        ha.wait(timeout=60)
-        hb.wait(timeout=60)
+        for h in (ha, hb):
+            h.kill()
+            h.wait(timeout=60)
     finally:
         res["state_unloaded"] = unload()
         cg_remove(a)
