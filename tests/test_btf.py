@@ -160,7 +160,7 @@ def test_bad_btf_headers(btf, obj):
         Btf(data[: len(data) - 100])
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(data=st.data())
 def test_damaged_btf_raises_only_btf_error(obj, data):
     raw = bytearray(O.section_data(obj, ".BTF"))
@@ -173,5 +173,8 @@ def test_damaged_btf_raises_only_btf_error(obj, data):
         b = Btf(bytes(raw[:cut]))
     except BtfError:
         return
-    for t in list(b.types())[:50]:  # decoding what parsed must not crash either
-        assert isinstance(t.kind, Kind)
+    try:  # decoding what parsed may find more damage, reported the same way
+        for t in b.types():
+            assert isinstance(t.kind, Kind)
+    except BtfError:
+        pass
