@@ -1,0 +1,107 @@
+"""`scx-slo bench`: request and wakeup latency of a critical pod next to a noisy
+batch pod, per scheduling policy (idle, EEVDF configurations, scx_slo).
+
+By default it boots the sched_ext VM (1 vCPU) and runs there; --here runs on
+this machine (root, a sched_ext kernel for the scx_slo configuration). Writes
+bench.json, bench.md and bench.png (latency CDFs) to --out; prints the table
+and the targets (measured ratios, pass/fail; the exit status does not depend
+on them).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true",
+                   help="25 s per configuration instead of 60 (about 4 minutes in all)")
+    p.add_argument("--out", default="bench-results", metavar="DIR",
+                   help="where bench.json, bench.md and bench.png go (default ./bench-results)")
+    p.add_argument("--json", action="store_true",
+                   help="print the result document as JSON instead of the table")
+    p.add_argument("--cpus", type=int, default=1,
+                   help="VM vCPUs (default 1: under emulation 2 vCPUs share the host's cores "
+                        "and blur the comparison); ignored with --here")
+    p.add_argument("--here", action="store_true",
+                   help="run on this machine instead of the VM (root; a real node)")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="measurement window per configuration (overrides --quick)")
+    p.add_argument("--rate", type=float, default=None, help="requests per second (default 10)")
+    p.add_argument("--delay", type=float, default=None,
+                   help="designed request latency in seconds (default 0.1)")
+    p.add_argument("--configs", default=None, metavar="A,B",
+                   help="run only these configurations (default: all, in order)")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+
+
+def _params(args):
+    from dataclasses import replace
+
+    from scx_slo.bench.runner import Params
+
+    p = Params.quick() if args.quick else Params()
+    if args.seconds is not None:
+        p = replace(p, measure_s=args.seconds)
+    if args.rate is not None:
+        p = replace(p, rate_hz=args.rate)
+    if args.delay is not None:
+        p = replace(p, delay_s=args.delay)
+    return p
+
+
+def _configs(args) -> tuple[str, ...]:
+    from scx_slo.bench.runner import CONFIG_NAMES, BenchError
+
+    if not args.configs:
+        return CONFIG_NAMES
+    names = tuple(n.strip() for n in args.configs.split(",") if n.strip())
+    unknown = [n for n in names if n not in CONFIG_NAMES]
+    if unknown:
+        raise BenchError(f"--configs: unknown configuration(s) {', '.join(unknown)} "
+                         f"(have {', '.join(CONFIG_NAMES)})")
+    return names
+
+
+def _forwarded(args) -> list[str]:
+    opts = ["--quick"] if args.quick else []
+    for flag, value in (("--seconds", args.seconds), ("--rate", args.rate),
+                        ("--delay", args.delay), ("--configs", args.configs)):
+        if value is not None:
+            opts += [flag, str(value)]
+    return opts
+
+
+def progress(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def measure(args) -> dict:
+    """Run the benchmark (in the VM or here) and return the analyzed document."""
+    from scx_slo.bench.report import analyze
+
+    names = _configs(args)
+    params = _params(args)
+    if args.here:
+        from scx_slo.bench.runner import run_all
+        doc = run_all(params, names, log=progress)
+    else:
+        from scx_slo.bench.host import run_in_vm
+        doc = run_in_vm(_forwarded(args), cpus=args.cpus, progress=progress,
+                        timeout=max(1800.0, len(names) * (params.measure_s * 8 + 120)))
+    return analyze(doc)
+
+
+def run(args) -> int:
+    from scx_slo.bench.host import write_outputs
+    from scx_slo.bench.report import markdown
+
+    doc = measure(args)
+    paths = write_outputs(doc, args.out, plot=not args.no_plot, warn=progress)
+    if args.json:
+        print(json.dumps(doc))
+    else:
+        print(markdown(doc))
+    progress("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
