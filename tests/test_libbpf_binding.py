@@ -220,6 +220,21 @@ def test_percpu_map_is_sized_by_possible_cpus(maps_obj):
     assert stats.lookup(0) == [{"hist": [0] * 4, "count": 0, "last": 0, "tag": ""}] * n
 
 
+def test_a_map_keeps_its_object_alive(maps_obj, work):
+    import gc
+    path = work / "maps.bpf.o"  # built by the maps_obj fixture's compile
+    obj = libbpf.BpfObject(path)
+    obj.load()
+    m = obj.map("cgs")
+    del obj
+    gc.collect()
+    key = (5).to_bytes(8, "little")
+    m.update(key, bytes(8))
+    assert m.lookup(key) == bytes(8)
+    m._owner.close()
+    assert m.closed
+
+
 def test_layout_mismatch_is_refused(maps_obj):
     obj, btf = maps_obj
     with pytest.raises(ValueError, match="do not match"):

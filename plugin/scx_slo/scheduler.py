@@ -123,11 +123,13 @@ class Scheduler:
     def adopt(cls, pin_dir: str | os.PathLike = DEFAULT_PIN_DIR,
               object_path: str | os.PathLike | None = None) -> "Scheduler":
         """Re-open a pinned scheduler's link and maps (a later process)."""
-        from scx_slo.libbpf import Link, PinnedMap
+        from scx_slo.libbpf import Link, PinnedMap, lib
 
         self = cls(object_path, pin_dir=pin_dir)
         try:
             self.link = Link.open_pinned(self.pin_dir / LINK_PIN)
+            if self.link.info()["type"] != lib.BPF_LINK_TYPE_STRUCT_OPS:
+                raise SchedulerError(f"pin {self.pin_dir / LINK_PIN} is not a struct_ops link")
             for spec in gate.REQUIRED_MAPS:
                 m = PinnedMap(self.pin_dir / spec.name)
                 self.maps[spec.name] = m
