@@ -32,10 +32,17 @@ BUILT_FROM: dict[str, str | None] = {}      # source_digest() around the session
 def source_digest() -> str:
     """sha256 over what goes into the image from this checkout (paths and contents)."""
     h = hashlib.sha256()
-    files = [REPO / "setup.py", REPO / "pyproject.toml"]
-    for d in ("bpf", "plugin", "hostcontainer", "image"):
-        files += [f for f in (REPO / d).rglob("*") if f.is_file()
-                  and "__pycache__" not in f.parts and f.suffix not in (".o", ".so", ".pyc")]
+    dirs = ["setup.py", "pyproject.toml", "bpf", "plugin", "hostcontainer", "image"]
+    # the sources git sees (tracked and untracked, not ignored: no build products)
+    p = subprocess.run(["git", "-C", str(REPO), "ls-files", "-co", "--exclude-standard", "-z",
+                        "--", *dirs], capture_output=True)
+    if p.returncode == 0:
+        files = [REPO / n for n in p.stdout.decode().split("\0") if n and (REPO / n).is_file()]
+    else:
+        files = [f for d in dirs for f in ([REPO / d] if (REPO / d).is_file() else
+                                           (REPO / d).rglob("*"))
+                 if f.is_file() and "__pycache__" not in f.parts and ".egg-info" not in str(f)
+                 and f.suffix not in (".o", ".so", ".pyc")]
     for f in sorted(files):
         h.update(str(f.relative_to(REPO)).encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()
