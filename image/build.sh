@@ -77,7 +77,10 @@ if [ -z "$work" ]; then
   work=$(mktemp -d "${TMPDIR:-/tmp}/scx-slo-image.XXXXXX")
   [ "$keep_work" = 1 ] || trap 'rm -rf "$work"' EXIT
 else
-  rm -rf "$work" && mkdir -p "$work"
+  if [ -e "$work" ] && [ -n "$(ls -A "$work" 2>/dev/null)" ]; then
+    die "work directory $work exists and is not empty (give a new or empty one)"
+  fi
+  mkdir -p "$work"
   work=$(cd "$work" && pwd)
 fi
 
