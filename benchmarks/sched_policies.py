@@ -50,17 +50,19 @@ def report(res: dict) -> str:
              f"{res['hogs']} hogs, {res['seconds']} s per policy; kubelet weights "
              f"critical={res['kubelet_weights']['crit_500m']} batch={res['kubelet_weights']['batch_2cpu']}",
              "",
-             f"{'policy':<18}{'p50 us':>10}{'p99 us':>10}{'p99/idle':>10}{'batch CPU':>11}",
-             "-" * 59]
+             f"{'policy':<18}{'p50 us':>10}{'p99 us':>10}{'p99/idle':>10}{'batch CPU':>11}"
+             f"{'probe loops':>13}",
+             "-" * 72]
     for name in ORDER:
         r = runs[name]
         batch = "-" if name == "idle" else f"{r['batch_usage_us'] / base_batch:>9.2f}x"
         lines.append(f"{name:<18}{r['p50_us']:>10.0f}{r['p99_us']:>10.0f}"
-                     f"{r['p99_us'] / idle_p99:>9.2f}x{batch:>11}")
+                     f"{r['p99_us'] / idle_p99:>9.2f}x{batch:>11}{r['n']:>13}")
     scx = runs["scx_slo"]
     best_eevdf = min(runs[n]["p99_us"] for n in ORDER[1:4])
     lines += ["",
-              "batch CPU is the batch cgroup's usage_usec relative to eevdf_default.",
+              "batch CPU is the batch cgroup's usage_usec relative to eevdf_default; probe loops",
+              "is how many 1 ms sleeps the probe completed (a probe that runs more uses more CPU).",
               f"target scx_slo p99 <= 1.2x idle:            {scx['p99_us'] / idle_p99:.2f}x -> "
               f"{'met' if scx['p99_us'] <= 1.2 * idle_p99 else 'NOT met'}",
               f"target scx_slo p99 <= best EEVDF ({best_eevdf:.0f} us): {scx['p99_us']:.0f} us -> "

@@ -20,9 +20,10 @@
  *    its cgroup chain (kept by cgroup_init/cgroup_set_weight), divided by the
  *    number of runnable tasks in its cgroup, so cgroups share by cpu.weight.
  *    cpu.max (cgroup_set_bandwidth, >= 6.17) is NOT enforced: a known gap.
- *  - Bounded starvation: after latency-critical work has run for
- *    (100 - batch_floor_pct)/batch_floor_pct batch slices on a CPU while
- *    batch work is queued, that CPU runs one batch slice (floor boost).
+ *  - Bounded starvation: each CPU keeps a debt of latency-critical run time
+ *    that batch time pays back at (100 - batch_floor_pct)/batch_floor_pct;
+ *    while batch work is queued and the debt reaches that many batch slices,
+ *    the CPU runs batch (floor boost), which lat wakeups do not preempt.
  *    Per-CPU kthreads go to their CPU's local DSQ, ahead of both DSQs. Every
  *    100 ms each CPU scans the tail of BATCH_DSQ and runs any task that has
  *    waited more than timeout_ms/4.
@@ -171,12 +172,12 @@ enum cur_kind { CUR_IDLE = 0, CUR_BATCH = 1, CUR_LAT = 2, CUR_KTHREAD = 3 };
 /* Written only by the owning CPU, read (racily) by others to pick a victim. */
 struct cpu_ctx {
 	u64 started_at;
-	u64 lat_since_batch;	/* latency-critical ns run since batch last ran */
+	u64 floor_debt;		/* latency-critical ns not yet matched by batch time at the floor rate */
 	u64 last_scan;
 	u32 cur;		/* enum cur_kind */
 	u32 kick_pending;
-	u32 floor_boost;
-	u32 pad;
+	u32 floor_boost;	/* the running batch task is the floor's: do not preempt */
+	u32 boost_next;		/* dispatch granted the floor to the next batch task */
 };
 
 struct {
@@ -413,7 +414,7 @@ void BPF_STRUCT_OPS(slo_enqueue, struct task_struct *p, u64 enq_flags)
 
 	if (is_pcpu_kthread(p)) {
 		cc = cpu_ctx_of(scx_bpf_task_cpu(p));
-		if (cc && cc->cur == CUR_BATCH)
+		if (cc && cc->cur == CUR_BATCH && !cc->floor_boost)
 			enq_flags |= SCX_ENQ_PREEMPT;
 		slo_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, enq_flags);
 		if ((st = class_stats(tctx ? tctx->class_id : 0)))
@@ -504,12 +505,6 @@ static __always_inline u64 vtime_charge(struct task_struct *p, struct task_ctx *
 	return used * 100 * 256 / eff;
 }
 
-/* Longest run charged at once: longer means the CPU was away (e.g. a stalled VM). */
-static __always_inline u64 max_charge_ns(void)
-{
-	return SLO_MAX(4 * slice_ns, 20ULL * 1000 * 1000);
-}
-
 /*
  * Account the CPU time @p used since it started (or was last accounted) on
  * @cc: class run time, the CPU's latency-critical streak for the batch floor,
@@ -522,16 +517,20 @@ static __always_inline void account_run(struct task_struct *p, struct task_ctx *
 	u64 used = now - cc->started_at;
 
 	cc->started_at = now;
-	if (tctx && tctx->lat)
-		cc->lat_since_batch += used;
-	else if (!is_pcpu_kthread(p))
-		cc->lat_since_batch = 0;
+	if (tctx && tctx->lat) {
+		cc->floor_debt += used;
+	} else if (!is_pcpu_kthread(p) && batch_floor_pct && batch_floor_pct < 100) {
+		/* batch time pays the debt back at (100 - floor) / floor */
+		u64 paid = used * (100 - batch_floor_pct) / batch_floor_pct;
+
+		cc->floor_debt = cc->floor_debt > paid ? cc->floor_debt - paid : 0;
+	}
 	if (!tctx)
 		return;
 	if ((st = class_stats(tctx->class_id)))
 		st->run_ns += used;
 	if (!tctx->lat)
-		p->scx.dsq_vtime += vtime_charge(p, tctx, SLO_MIN(used, max_charge_ns()));
+		p->scx.dsq_vtime += vtime_charge(p, tctx, used);
 }
 
 /* vtime of the first task on BATCH_DSQ; false if it is empty. */
@@ -577,8 +576,7 @@ static __always_inline bool keep_prev(struct task_struct *prev, struct cpu_ctx *
 			return false;
 		if (batch_head_vtime(&head) &&
 		    !slo_time_before(prev->scx.dsq_vtime +
-				     vtime_charge(prev, tctx, SLO_MIN(now - cc->started_at,
-								      max_charge_ns())), head))
+				     vtime_charge(prev, tctx, now - cc->started_at), head))
 			return false;
 	}
 	/* prev goes on without stopping/running: account its run so far here */
@@ -645,7 +643,7 @@ void BPF_STRUCT_OPS(slo_dispatch, s32 cpu, struct task_struct *prev)
 	}
 
 	if (nr_batch <= 0) {
-		cc->lat_since_batch = 0;
+		cc->floor_debt = 0;
 	} else {
 		if (now - cc->last_scan > STARVE_SCAN_NS) {
 			cc->last_scan = now;
@@ -653,12 +651,12 @@ void BPF_STRUCT_OPS(slo_dispatch, s32 cpu, struct task_struct *prev)
 				return;
 		}
 		if (batch_floor_pct && batch_floor_pct < 100 &&
-		    cc->lat_since_batch * batch_floor_pct >=
+		    cc->floor_debt * batch_floor_pct >=
 		    (u64)(100 - batch_floor_pct) * slice_ns) {
 			if (slo_dsq_move_to_local(BATCH_DSQ)) {
 				struct slo_class_stats *st = class_stats(0);
 
-				cc->floor_boost = 1;
+				cc->boost_next = 1;
 				if (st)
 					st->nr_floor_boosts++;
 				return;
@@ -702,8 +700,9 @@ void BPF_STRUCT_OPS(slo_running, struct task_struct *p)
 			cc->cur = CUR_KTHREAD;
 		else
 			cc->cur = (tctx && tctx->lat) ? CUR_LAT : CUR_BATCH;
-		if (cc->cur != CUR_BATCH)
-			cc->floor_boost = 0;
+		/* dispatch runs before prev's stopping(), so the grant lands here */
+		cc->floor_boost = cc->boost_next && cc->cur == CUR_BATCH;
+		cc->boost_next = 0;
 	}
 	if (!tctx)
 		return;

@@ -67,6 +67,17 @@ def test_cgroup_weights_share_two_to_one(vm):
 
 
 @pytest.mark.vm
+def test_batch_floor_under_latency_critical_hog(vm):
+    """A latency-critical CPU hog would starve batch (and trip the watchdog) without
+    the floor; with the default 5% floor batch keeps a few percent and we stay on."""
+    r = guest_json(vm, "floor", "--seconds", "10")
+    assert r["state_end"] == "enabled", r["exit"]
+    assert r["nr_floor_boosts"] > 0
+    assert 0.03 <= r["batch_share"] <= 0.25, r
+    assert r["state_unloaded"] == "disabled"
+
+
+@pytest.mark.vm
 def test_move_into_critical_cgroup_changes_class(vm):
     r = guest_json(vm, "move", "--seconds", "2")
     assert r["moved_pid_cgroup"].endswith("/slo_mv_crit")

@@ -9,6 +9,7 @@ so these scenarios test the BPF object alone.
     python3 sched_guest.py load-unload
     python3 sched_guest.py saturation --seconds 20 --oversub 8
     python3 sched_guest.py weights --seconds 12
+    python3 sched_guest.py floor --seconds 10
     python3 sched_guest.py move
     python3 sched_guest.py bench --seconds 12 --hogs 4
 """
@@ -382,6 +383,36 @@ def scenario_move(args) -> dict:
     return res
 
 
+def scenario_floor(args) -> dict:
+    """A CPU hog in a latency-critical cgroup vs one in a batch cgroup: the batch
+    floor (batch_floor_pct, default 5) keeps batch running and the watchdog quiet."""
+    ncpu = os.cpu_count() or 1
+    batch, crit = cg_make("slo_fl_batch"), cg_make("slo_fl_crit")
+    res = {"ncpu": ncpu}
+    try:
+        load()
+        setup_lat_class()
+        set_cgroup_class(crit, LAT_CLASS)
+        hb = hogs(batch, ncpu, args.seconds + 30)
+        hc = hogs(crit, ncpu, args.seconds + 30)
+        time.sleep(1.0)
+        ub0, uc0 = cg_usage_us(batch), cg_usage_us(crit)
+        time.sleep(args.seconds)
+        ub, uc = cg_usage_us(batch) - ub0, cg_usage_us(crit) - uc0
+        s = read_stats()
+        res.update({"usage_batch_us": ub, "usage_crit_us": uc, "batch_share": ub / max(ub + uc, 1),
+                    "nr_floor_boosts": s[0]["nr_floor_boosts"], "state_end": scx_state(),
+                    "exit": read_exit()})
+        for h in (hb, hc):
+            h.kill()
+            h.wait(timeout=60)
+    finally:
+        res["state_unloaded"] = unload()
+        cg_remove(batch)
+        cg_remove(crit)
+    return res
+
+
 def kubelet_weight(millicpu: int) -> int:
     """cpu.weight kubelet writes for a CPU request (cgroup v2 conversion of cpu.shares)."""
     shares = max(2, millicpu * 1024 // 1000)
@@ -454,6 +485,8 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=12)
     p.add_argument("--hogs-a", type=int, default=3, help="hogs per vCPU in the weight-200 cgroup")
     p.add_argument("--hogs-b", type=int, default=1, help="hogs per vCPU in the weight-100 cgroup")
+    p = sub.add_parser("floor")
+    p.add_argument("--seconds", type=float, default=10)
     p = sub.add_parser("move")
     p.add_argument("--seconds", type=float, default=2)
     p = sub.add_parser("bench")
@@ -461,7 +494,7 @@ def main() -> int:
     p.add_argument("--hogs", type=int, default=4)
     args = ap.parse_args()
     fn = {"load-unload": scenario_load_unload, "saturation": scenario_saturation,
-          "weights": scenario_weights, "move": scenario_move, "bench": scenario_bench}[args.cmd]
+          "weights": scenario_weights, "floor": scenario_floor, "move": scenario_move, "bench": scenario_bench}[args.cmd]
     print(json.dumps(fn(args)))
     return 0
 
