@@ -40,7 +40,7 @@ def run_in_vm(options: list[str], cpus: int = 1, vm=None, timeout: float = 3600,
     def stream(name: str, data: str) -> None:
         if name == "stderr" and progress:
             for line in data.splitlines():
-                say(line)
+                say(line[len("bench: "):] if line.startswith("bench: ") else line)
 
     r = vm.run(guest_argv(options), timeout=timeout, on_output=stream)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]

@@ -272,12 +272,21 @@ def run_setup(setup: Setup, p: Params, log: Callable[[str], None]) -> dict:
     scx = None
     res: dict = {"name": setup.name, "title": setup.title, "ncpu": ncpu, "setup": asdict(setup)}
     tmp = Path(tempfile.mkdtemp(prefix="scx-slo-bench-"))
+    phases: dict[str, float] = {}
+    res["phases_s"] = phases
+    mark = [time.monotonic()]
+
+    def phase(name: str) -> None:
+        t = time.monotonic()
+        phases[name] = round(t - mark[0], 2)
+        mark[0] = t
+
     try:
         node.create()
-        if batch and setup.batch_idle:
-            (batch.path / "cpu.idle").write_text("1")
         res["weights"] = {pod.name: int((pod.path / "cpu.weight").read_text())
                           for pod in pods}
+        if batch and setup.batch_idle:
+            (batch.path / "cpu.idle").write_text("1")
         res["cgroups"] = {pod.name: pod.rel(node.root) for pod in pods}
         if setup.scx:
             scx = ScxRun(node, critical, log)
@@ -288,6 +297,7 @@ def run_setup(setup: Setup, p: Params, log: Callable[[str], None]) -> dict:
                             stderr=subprocess.DEVNULL, env=env)
         procs.append(server)
         _wait_port(p.port, server, 60)
+        phase("setup")
         t_warm = time.monotonic()
         loadgen = node.spawn(critical, "loadgen",
                              [py, "-m", "scx_slo.bench.workloads", "loadgen", "--wait",
@@ -306,6 +316,7 @@ def run_setup(setup: Setup, p: Params, log: Callable[[str], None]) -> dict:
         for proc, what in ((loadgen, "load generator"), (probe, "wakeup probe")):
             _wait_ready(proc, what, 300)
         res["startup_s"] = time.monotonic() - t_warm
+        phase("startup")
         hogs = None
         hogs_log = tmp / "stress-ng.log"
         if batch:
@@ -318,6 +329,7 @@ def run_setup(setup: Setup, p: Params, log: Callable[[str], None]) -> dict:
             res["batch_workers"] = n
         time.sleep(p.warmup_s)
 
+        phase("warmup")
         t0 = time.monotonic()
         u0 = {pod.name: usage_usec(pod.path) for pod in pods}
         for proc in (loadgen, probe):
@@ -329,6 +341,7 @@ def run_setup(setup: Setup, p: Params, log: Callable[[str], None]) -> dict:
         wake = _json_out(probe, "wakeup probe", p.measure_s * 6 + 120)
         t1 = time.monotonic()
         u1 = {pod.name: usage_usec(pod.path) for pod in pods}
+        phase("measure")
         client = _json_out(loadgen, "load generator", p.measure_s * 6 + 120)
         window = t1 - t0
         res["window_s"] = window
@@ -350,6 +363,7 @@ def run_setup(setup: Setup, p: Params, log: Callable[[str], None]) -> dict:
             res["batch"] = parse_stress_ng(text)
             if res["batch"] is None:
                 res["batch_error"] = text.strip()[-500:] or f"stress-ng exited {hogs.returncode}"
+        phase("client_end")
         if scx:
             res["scx"] = scx.collect()
         return res
@@ -367,6 +381,7 @@ def run_setup(setup: Setup, p: Params, log: Callable[[str], None]) -> dict:
             node.remove()
         except PodError as e:
             log(f"warning: {e}")
+        phase("teardown")
         for f in tmp.iterdir():
             f.unlink()
         tmp.rmdir()
@@ -397,5 +412,6 @@ def run_all(p: Params, names: tuple[str, ...] = CONFIG_NAMES,
         log(f"[{i}/{len(setups)}] {setup.name} done in {time.monotonic() - t:.0f} s: "
             f"wakeup p99 {w['p99']:.0f} us, request p99 {lat['p99'] * 1e3:.1f} ms"
             + (f", batch {r['batch']['bogo_ops_per_s']:.1f} bogo-ops/s"
-               if r.get("batch") else ""))
+               if r.get("batch") else "")
+            + " (phases " + " ".join(f"{k} {v:.0f}" for k, v in r["phases_s"].items()) + " s)")
     return doc
