@@ -446,10 +446,12 @@ def scenario_bench(args) -> dict:
                 sh(["sysctl", "-q", "-w", "kernel.bpf_stats_enabled=1"])
             h = hogs(batch, args.hogs, args.seconds + 1) if load_on else None
             time.sleep(0.5)
-            u0 = cg_usage_us(batch)
+            u0, c0, t0 = cg_usage_us(batch), cg_usage_us(crit), time.monotonic()
             pr = probe_start(crit, args.seconds)
             r = probe_result(pr, timeout=args.seconds * 4 + 60)
             r["batch_usage_us"] = cg_usage_us(batch) - u0
+            r["crit_usage_us"] = cg_usage_us(crit) - c0
+            r["wall_us"] = int((time.monotonic() - t0) * 1e6)
             if scx:
                 r["state_end"] = scx_state()
                 s = read_stats()[LAT_CLASS]
