@@ -321,7 +321,7 @@ def run_setup(setup: Setup, p: Params, log: Callable[[str], None]) -> dict:
         hogs_log = tmp / "stress-ng.log"
         if batch:
             n = p.hogs_per_cpu * ncpu
-            argv = stress_ng_argv(n, p.warmup_s + p.measure_s + 1) + ["--log-file",
+            argv = stress_ng_argv(n, p.warmup_s + p.measure_s + 3) + ["--log-file",
                                                                      str(hogs_log)]
             hogs = node.spawn(batch, "hogs", argv, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
@@ -338,14 +338,20 @@ def run_setup(setup: Setup, p: Params, log: Callable[[str], None]) -> dict:
         time.sleep(p.measure_s / 2)
         res["sched_ext_state"] = sched_ext_state()
         res["sched_ext_ops"] = sched_ext_ops()
-        wake = _json_out(probe, "wakeup probe", p.measure_s * 6 + 120)
+        # CPU usage over exactly the probe's window (the batch runs past its end)
+        rest = t0 + p.measure_s - time.monotonic()
+        if rest > 0:
+            time.sleep(rest)
         t1 = time.monotonic()
         u1 = {pod.name: usage_usec(pod.path) for pod in pods}
+        wake = _json_out(probe, "wakeup probe", p.measure_s * 6 + 120)
         phase("measure")
         client = _json_out(loadgen, "load generator", p.measure_s * 6 + 120)
         window = t1 - t0
         res["window_s"] = window
         res["cpu_usage_us"] = {k: u1[k] - u0[k] for k in u0}
+        # all pods' CPU time over the window's capacity: near 1.0 under batch load
+        res["pods_cpu_share"] = sum(res["cpu_usage_us"].values()) / (window * ncpu * 1e6)
         res["wakeup_us"] = wake
         res["requests"] = client
         if batch:
