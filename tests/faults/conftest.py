@@ -69,6 +69,7 @@ class Row:
     survived_n: int = 0
     seen: Counter = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
 
     def tried(self, n: int = 1) -> None:
         self.tried_n += n
@@ -82,6 +83,18 @@ class Row:
     def note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)
+
+    def check(self, label: str, ok: bool, detail: str = "") -> bool:
+        """One case judged by a condition, so a test can judge several and report all:
+        counted as tried, survived if OK; failures are kept for the test to assert on."""
+        self.tried()
+        if ok:
+            self.survived()
+            self.observe(label)
+        else:
+            self.failures.append(f"{label}: {detail}" if detail else label)
+            self.observe(f"FAILED: {label}")
+        return ok
 
     @contextlib.contextmanager
     def case(self):

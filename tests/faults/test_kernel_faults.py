@@ -116,6 +116,50 @@ def test_stall_with_kernel_rescue(fvm):
                     f"canary finished")
 
 
+def test_stall_under_the_agent(fvm):
+    """`scx-slo run` with the canary tunable (a guest-side wrapper adds it): every ejection
+    logged with kind and reason, reloads after 1 s then 2 s, gives up after the third
+    failure, stays off and says so (log and status), leaves no dead scheduler pinned."""
+    if not agent_landed():
+        pytest.skip("the agent (plugin/scx_slo/agent.py) has not landed")
+    import re
+
+    row = TABLE.row("stall.agent")
+    out = guest(fvm, "agent_stall --deadline 400", timeout=900)
+    log = out["log"]
+    exits = [ln for ln in log.splitlines() if "scheduler exited:" in ln]
+    row.check("ejections logged", len(exits) == 3, f"{len(exits)} exit lines\n{log}")
+    stall_lines = [ln for ln in exits if re.search(r"exited: stall: runnable task stall: "
+                                                   rf"sh\[{out['canary_pid']}\]", ln)]
+    row.check("every ejection logged with kind stall and its reason",
+              len(stall_lines) == len(exits) and exits,
+              "\n".join(ln for ln in exits if ln not in stall_lines))
+    row.check("reloads with backoff 1 s, 2 s",
+              "reloading in 1 s (failure 1 of 3)" in log
+              and "reloading in 2 s (failure 2 of 3)" in log, log)
+    row.check("gives up after 3 failures and says so in the log",
+              out["gave_up_after_s"] is not None
+              and "failed 3 times" in log and "staying on the kernel's default scheduler" in log,
+              log)
+    row.check("stays off: sched_ext disabled, agent still running",
+              out["state_after_give_up"] == "disabled" and out["agent_alive_after_give_up"],
+              str({k: out[k] for k in ("state_after_give_up", "agent_alive_after_give_up")}))
+    row.check("status.json says it gave up", out["status"].get("given_up") is True,
+              f"status.json: {out['status']}")
+    row.check("no dead scheduler left pinned after giving up", not out["pins_after_give_up"],
+              f"pins: {out['pins_after_give_up']}")
+    row.check("stats deltas never negative across a reload",
+              not re.search(r"wakeups=-\d", log), "\n".join(
+                  ln for ln in log.splitlines() if re.search(r"wakeups=-\d", ln)))
+    row.check("canary finished (no task lost)", out["canary_rc"] == 0 and out["canary_done"])
+    row.check("SIGTERM after giving up: exit 0, sched_ext disabled",
+              out["agent_rc"] == 0 and out["state_end"] == "disabled",
+              f"rc {out['agent_rc']}, state {out['state_end']}")
+    if out["gave_up_after_s"]:
+        row.note(f"gave up {out['gave_up_after_s']} s after start (watchdog-timeout 2s)")
+    assert not row.failures, "\n".join(row.failures)
+
+
 # -- 4. verifier rejection while scx_slo runs ------------------------------------------------
 @pytest.mark.skipif(not O.have_clang(), reason="needs clang-19")
 def test_verifier_rejection_leaves_the_running_scheduler(fvm, tmp_path):

@@ -187,6 +187,94 @@ def _proc_state(pid: int) -> str:
         return "?"
 
 
+# -- stall under the agent: log, reload with backoff, give up ---------------------------------
+# `scx-slo run` has no way to set the test-only tunable; this wrapper adds it to every
+# Scheduler.set_tunables call the agent makes, then runs the real CLI.
+AGENT_WITH_CANARY = """
+import sys
+import scx_slo.scheduler as S
+_orig = S.Scheduler.set_tunables
+def _with_canary(self, **kw):
+    kw.setdefault("stall_canary_pid", {pid})
+    return _orig(self, **kw)
+S.Scheduler.set_tunables = _with_canary
+from scx_slo.cli import main
+sys.exit(main({argv!r}))
+"""
+STALL_SETTINGS = """
+[scheduler]
+watchdog-timeout = "2s"
+"""
+
+
+def agent_stall(args) -> dict:
+    stop, done = Path("/tmp/faults-acanary.stop"), Path("/tmp/faults-acanary.done")
+    stop.unlink(missing_ok=True)
+    done.unlink(missing_ok=True)
+    state = Path("/tmp/faults-agent-stall")
+    shutil.rmtree(state, ignore_errors=True)
+    state.mkdir()
+    (state / "user-data").write_text(STALL_SETTINGS)
+    pin_base = "/sys/fs/bpf/faults_agent_stall"
+    canary = subprocess.Popen(["sh", "-c", f"while [ ! -e {stop} ]; do sleep 0.05; done; "
+                                           f"echo done > {done}"])
+    argv = ["run", "--user-data", str(state / "user-data"), "--state-dir", str(state),
+            "--pin-dir", pin_base, "--cri-socket", "/nonexistent.sock",
+            "--api-socket", "/nonexistent.sock", "--interval", "5"]
+    log = open(state / "agent.log", "w")
+    agent = subprocess.Popen([sys.executable, "-c",
+                              AGENT_WITH_CANARY.format(pid=canary.pid, argv=argv)],
+                             stdout=log, stderr=subprocess.STDOUT, text=True)
+    out: dict = {"canary_pid": canary.pid}
+    t0 = time.monotonic()
+    gave_up_at = None
+    states = []
+    while time.monotonic() - t0 < args.deadline:
+        text = (state / "agent.log").read_text()
+        states.append(sched_ext_state())
+        if "staying on the kernel's default scheduler" in text:
+            gave_up_at = time.monotonic() - t0
+            break
+        if agent.poll() is not None:
+            break
+        time.sleep(0.5)
+    out["gave_up_after_s"] = gave_up_at and round(gave_up_at, 1)
+    time.sleep(3)                       # given up: it must stay off
+    out["state_after_give_up"] = sched_ext_state()
+    out["agent_alive_after_give_up"] = agent.poll() is None
+    try:
+        out["status"] = json.loads((state / "status.json").read_text())
+    except (OSError, ValueError) as exc:
+        out["status"] = {"error": str(exc)}
+    out["pins_after_give_up"] = sorted(str(p.relative_to(pin_base))
+                                       for p in Path(pin_base).rglob("*")) \
+        if os.path.isdir(pin_base) else []
+    stop.write_text("stop")
+    try:
+        canary.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        canary.kill()
+        canary.wait()
+    out["canary_rc"], out["canary_done"] = canary.returncode, done.exists()
+    agent.terminate()
+    try:
+        out["agent_rc"] = agent.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        agent.kill()
+        out["agent_rc"] = agent.wait()
+    log.close()
+    out["log"] = (state / "agent.log").read_text()[-6000:]
+    out["states_seen"] = sorted(set(states))
+    out["state_end"] = sched_ext_state()
+    # leave nothing behind
+    r = sh(["scx-slo", "stop", "--pin-dir", pin_base], timeout=300)
+    out["stop_rc"] = r.returncode
+    shutil.rmtree(pin_base, ignore_errors=True)
+    stop.unlink(missing_ok=True)
+    done.unlink(missing_ok=True)
+    return out
+
+
 # -- verifier rejection while scx_slo runs ---------------------------------------------------
 def verifier(args) -> dict:
     from scx_slo import libbpf
@@ -456,6 +544,8 @@ def main() -> int:
     a.add_argument("--loops", type=int, default=10)
     a.add_argument("--canary-timeout", type=float, default=120)
     a.add_argument("--rescue", choices=("default", "off"), default="off")
+    a = sub.add_parser("agent_stall")
+    a.add_argument("--deadline", type=float, default=400)
     a = sub.add_parser("verifier")
     a.add_argument("--bad", required=True)
     a = sub.add_parser("other")
