@@ -85,6 +85,15 @@ def render(results: dict) -> tuple[str, list[str]]:
         lines.append(f"| {_cell(spec.fault)} | {_cell(spec.must_hold)} | {tried} | "
                      f"{survived}{mark} | {rec.get('scale', '?')} | {kernel} | "
                      f"{_cell(_observed(rec))} |\n")
+    failed = [(spec, rows[spec.id]) for spec in ROWS
+              if spec.id in rows and rows[spec.id].get("failures")]
+    if failed:
+        lines.append("\n## Failed cases (as the suite recorded them)\n\n")
+        for spec, rec in failed:
+            lines.append(f"- **{spec.id}** ({rec['tried'] - rec['survived']} of {rec['tried']} "
+                         f"failed):\n")
+            for f in rec["failures"]:
+                lines.append(f"  - `{_cell(f)[:400]}`\n")
     runs = sorted({(r.get("when", ""), r.get("commit", "")) for r in rows.values()})
     if runs:
         lines.append("\nRecorded: " + ", ".join(f"{w} at {c or '?'}" for w, c in runs) + ".\n")

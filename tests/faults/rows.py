@@ -20,7 +20,7 @@ ROWS: tuple[RowSpec, ...] = (
     RowSpec("gate.mutants",
             "ELF/BTF gate: hypothesis-mutated copies of the shipped object (byte flips, "
             "truncations, ELF/section-header, BTF/BTF.ext header and type-record corruption)",
-            "gate returns a report or raises GateRefused; no other exception; under 5 s each"),
+            "gate returns a report or raises GateRefused; no other exception; under 5 s of CPU each"),
     RowSpec("gate.cli",
             "`scx-slo inspect` on mutated objects (in-process and as a real process)",
             "exit 0 (accepted) or 1 (refused), JSON report, never a traceback"),
