@@ -399,6 +399,11 @@ def run_all(p: Params, names: tuple[str, ...] = CONFIG_NAMES,
     if os.geteuid() != 0:
         raise BenchError("the benchmark needs root (cgroups, BPF): run it in the VM "
                          "(scx-slo bench) or as root on a node (--here)")
+    if "scx_slo" in names and sched_ext_state() == "unsupported":
+        raise BenchError(f"{SCX_STATE}: this kernel has no sched_ext; run in the VM "
+                         "(scx-slo bench without --here) or leave scx_slo out with --configs")
+    if not (Path("/sys/fs/cgroup") / "cgroup.controllers").exists():
+        raise BenchError("/sys/fs/cgroup is not a cgroup2 mount: the benchmark needs cgroup v2")
     ncpu = os.cpu_count() or 1
     doc = {"version": 1, "kernel": os.uname().release, "ncpu": ncpu,
            "params": asdict(p), "p99_target_ns": P99_TARGET_NS,
