@@ -278,7 +278,7 @@ def test_read_only_cgroupfs(fvm):
         report = json.loads(out["check_json"]["stdout"])
         assert (chk["rc"] == 0) == report["ready"]
         assert out["restore_rc"] == 0 and out["writable_after"] is True
-        row.observe(f"check exit {chk['rc']}: {line.strip()}")
+        row.observe(f"check exit {chk['rc']}: {' '.join(line.split())}")
 
 
 # -- 6. churn --------------------------------------------------------------------------------
@@ -297,4 +297,5 @@ def test_churn_while_batch_saturates(fvm):
         created = sum(r["adds"] for r in out["rounds"])
         removed = sum(r["removes"] for r in out["rounds"])
         row.observe(f"{created} pod cgroups mapped, {removed} removed in {out['churn_s']} s "
-                    f"under stress-ng; map = {out['live']} live pods exactly; no ejection")
+                    f"under stress-ng; map = the {out['live'] - 1} live pods + the rule's QoS slice, "
+                    f"exactly; no ejection")
