@@ -27,6 +27,11 @@ ROWS: tuple[RowSpec, ...] = (
     RowSpec("gate.vm_refused_not_loaded",
             "Refused mutants handed to Scheduler.open on the sched_ext kernel",
             "GateRefused; no BPF program loaded; sched_ext stays disabled", vm=True),
+    RowSpec("gate.vm_accepted_mutants",
+            "Mutants the gate accepts, opened and loaded by libbpf on the sched_ext kernel "
+            "(not attached)",
+            "loaded, or a typed error (libbpf/verifier); the process never crashes; nothing "
+            "left loaded", vm=True),
     RowSpec("settings.toml",
             "Settings: generated TOML documents (random structure, keys, types, values)",
             "Loaded or ValidationError (a SettingsError); nothing else"),

@@ -109,7 +109,6 @@ def test_gate_mutants(original, kbtf, work):
             row.observe("accepted" if accepted else f"refused by {failed[0]}")
 
     prop()
-    row.note("a mutant the gate accepts still meets the kernel verifier before it can run")
 
 
 def test_gate_mutants_never_raise_untyped(original, kbtf, work):

@@ -80,6 +80,27 @@ def test_refused_mutants_are_not_loaded(fvm):
     assert out["pins"] is False
 
 
+def test_accepted_mutants_meet_libbpf_and_the_verifier(fvm):
+    """What the gate lets through (mostly damage in code, DWARF and relocations it does not
+    read) reaches libbpf's ELF parser and the verifier: each load, in its own process,
+    ends loaded or with a typed error, never a crash; nothing is attached or left behind."""
+    row = TABLE.row("gate.vm_accepted_mutants")
+    n = size(6, 60)
+    out = guest(fvm, f"accepted --count {n} --seed 5", timeout=1800)
+    assert len(out["cases"]) == n, out
+    for case in out["cases"]:
+        with row.case():
+            assert case["rc"] == 0 and case["result"] is not None, case
+            assert case["state"] == "disabled", case
+            res = case["result"]
+            why = next((ln.removeprefix("libbpf: ") for ln in case["stderr_tail"].splitlines()
+                        if ln.startswith("libbpf:")), "")
+            row.observe("loaded (not attached)" if res["outcome"] == "loaded"
+                        else f"refused by libbpf/kernel: {res['kind']} ({why})")
+    assert out["state_before"] == out["state_after"] == "disabled"
+    assert out["new_progs"] == [], "programs left loaded after the processes exited"
+
+
 # -- 3. scheduler stall: the watchdog ejects it, nothing is lost ------------------------------
 def test_stall_watchdog_ejects_and_canary_finishes(fvm):
     row = TABLE.row("stall.watchdog")

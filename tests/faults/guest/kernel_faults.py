@@ -107,6 +107,53 @@ def refused(args) -> dict:
             "pins": os.path.exists("/sys/fs/bpf/faults_refused")}
 
 
+# -- accepted mutants reach libbpf and the verifier: typed errors, never a crash ---------------
+LOAD_ONE = """
+import json, sys
+sys.path[:0] = ["/opt/scx-slo/src/plugin"]
+from scx_slo.errors import ScxSloError
+from scx_slo.scheduler import Scheduler
+try:
+    with Scheduler.open(sys.argv[1], pin_dir="/sys/fs/bpf/faults_accepted") as s:
+        s.load()
+    print(json.dumps({"outcome": "loaded"}))
+except ScxSloError as exc:
+    print(json.dumps({"outcome": "typed", "kind": type(exc).__name__,
+                      "message": str(exc).splitlines()[0][:200]}))
+"""
+
+
+def accepted(args) -> dict:
+    from faults import mutate
+    from scx_slo import default_object_path, gate
+
+    data = Path(str(default_object_path())).read_bytes()
+    layout = mutate.Layout.of(data)
+    rng = random.Random(args.seed)
+    before_progs, state_before = prog_ids(), sched_ext_state()
+    work = Path("/tmp/faults-accepted")
+    work.mkdir(exist_ok=True)
+    cases, tries = [], 0
+    while len(cases) < args.count and tries < args.count * 50:
+        tries += 1
+        muts = mutate.random_mutations(rng, layout)
+        path = work / f"a{tries}.bpf.o"
+        path.write_bytes(mutate.apply(data, muts, layout))
+        if not gate.inspect(path).accepted:
+            path.unlink()
+            continue
+        r = sh([sys.executable, "-c", LOAD_ONE, str(path)], timeout=600)
+        lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+        case = {"mutations": repr(muts), "rc": r.returncode,
+                "result": json.loads(lines[-1]) if lines else None,
+                "stderr_tail": r.stderr[-600:], "state": sched_ext_state()}
+        path.unlink()
+        cases.append(case)
+    shutil.rmtree(work, ignore_errors=True)
+    return {"cases": cases, "tries": tries, "state_before": state_before,
+            "state_after": sched_ext_state(), "new_progs": sorted(prog_ids() - before_progs)}
+
+
 # -- stall: the watchdog ejects, the canary finishes -----------------------------------------
 # The canary sleeps and wakes in a loop: each wakeup goes through ops.enqueue, where the
 # stall tunable parks it on a DSQ nobody consumes. (A pure busy loop would not do: a task
@@ -539,6 +586,9 @@ def main() -> int:
     a = sub.add_parser("refused")
     a.add_argument("--count", type=int, default=6)
     a.add_argument("--seed", type=int, default=1)
+    a = sub.add_parser("accepted")
+    a.add_argument("--count", type=int, default=6)
+    a.add_argument("--seed", type=int, default=5)
     a = sub.add_parser("stall")
     a.add_argument("--timeout-ms", type=int, default=2000)
     a.add_argument("--loops", type=int, default=10)
