@@ -59,6 +59,11 @@ ROWS: tuple[RowSpec, ...] = (
             "Scheduler stall under the agent: repeated ejections",
             "agent logs kind/reason, reloads with backoff, gives up after max failures",
             vm=True),
+    RowSpec("agent.kill_during_load",
+            "Agent SIGKILLed while it starts (gate, load, attach, pin), then a new agent",
+            "after the kill: nothing attached and nothing pinned, or attached with the full "
+            "pin set; the next agent comes up (adopts or loads); after stop nothing leaked "
+            "(programs, maps, links counted with bpftool)", vm=True),
     RowSpec("verifier.while_running",
             "Verifier rejection of a new object while scx_slo runs",
             "VerifierError with the verifier log; the running scheduler stays attached",

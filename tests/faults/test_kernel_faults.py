@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from faults.conftest import TABLE, size
+from faults.conftest import SCALE, TABLE, size
 from fixtures import objects as O
 
 pytestmark = [pytest.mark.faults, pytest.mark.vm]
@@ -179,6 +179,32 @@ def test_stall_under_the_agent(fvm):
     if out["gave_up_after_s"]:
         row.note(f"gave up {out['gave_up_after_s']} s after start (watchdog-timeout 2s)")
     assert not row.failures, "\n".join(row.failures)
+
+
+def test_agent_killed_during_load(fvm):
+    if not agent_landed():
+        pytest.skip("the agent (plugin/scx_slo/agent.py) has not landed")
+    row = TABLE.row("agent.kill_during_load")
+    delays = [0.5, 2.5, 8.0] if SCALE == "quick" else [x / 2 for x in range(1, 25)]
+    out = guest(fvm, "killload --delays " + " ".join(map(str, delays)), timeout=3600)
+    full = {"link", "slo_cgroups", "slo_classes", "slo_exit", "slo_gen", "slo_stats"}
+    for c in out["cycles"]:
+        with row.case():
+            pins = {p.split("/", 1)[1] for p in c["pins_after_kill"] if "/" in p}
+            if c["state_after_kill"] == "enabled":
+                assert pins == full, c["pins_after_kill"]
+                phase = "after pin: left attached and pinned"
+            else:
+                assert c["state_after_kill"] == "disabled" and not pins, c
+                phase = "before attach: nothing attached, nothing pinned"
+            assert c["second_up"] and c["second_ops"] == "scx_slo", c["second_log"]
+            if pins:
+                assert "adopted the pinned scheduler" in c["second_log"], c["second_log"]
+            assert c["second_rc"] == 0 and "Traceback" not in c["second_log"]
+            assert c["stop"]["rc"] == 0 and c["state_end"] == "disabled", c["stop"]
+            assert c["leaked"] == {"progs": [], "maps": [], "links": []}, c["leaked"]
+            row.observe(f"killed {c['killed_after_settings_s']} s after settings: {phase}; "
+                        f"next agent {'adopted' if pins else 'loaded'}; nothing leaked")
 
 
 # -- 4. verifier rejection while scx_slo runs ------------------------------------------------

@@ -48,6 +48,16 @@ def prog_ids() -> set[int]:
     return {p["id"] for p in json.loads(r.stdout or "[]")}
 
 
+def map_ids() -> set[int]:
+    r = sh(["bpftool", "-j", "map", "show"])
+    return {m["id"] for m in json.loads(r.stdout or "[]")}
+
+
+def link_ids() -> set[int]:
+    r = sh(["bpftool", "-j", "link", "show"])
+    return {m["id"] for m in json.loads(r.stdout or "[]")}
+
+
 def struct_ops_maps() -> list[str]:
     r = sh(["bpftool", "-j", "map", "show"])
     return [m.get("name", "") for m in json.loads(r.stdout or "[]")
@@ -447,6 +457,77 @@ def nobpffs(args) -> dict:
     return out
 
 
+# -- agent killed while it loads ---------------------------------------------------------------
+def start_agent(state: Path, pin_base: str) -> tuple[subprocess.Popen, Path]:
+    shutil.rmtree(state, ignore_errors=True)
+    state.mkdir()
+    (state / "user-data").write_text("[scheduler]\n")
+    log = state / "agent.log"
+    argv = ["scx-slo", "run", "--user-data", str(state / "user-data"), "--state-dir",
+            str(state), "--pin-dir", pin_base, "--cri-socket", "/nonexistent.sock",
+            "--api-socket", "/nonexistent.sock", "--interval", "5"]
+    with open(log, "w") as f:
+        p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT)
+    return p, log
+
+
+def killload(args) -> dict:
+    """SIGKILL the agent DELAY seconds into its start (during gate/open/load/attach/pin),
+    then start a new agent: it must come up (adopt or load) from whatever was left; after
+    SIGTERM and `scx-slo stop` no program, map or link of ours is left in the kernel."""
+    pin_base = "/sys/fs/bpf/faults_kill"
+    out: dict = {"cycles": []}
+    base = {"progs": prog_ids(), "maps": map_ids(), "links": link_ids()}
+    for delay in args.delays:
+        c: dict = {"delay": delay}
+        p, log = start_agent(Path("/tmp/faults-kill-1"), pin_base)
+        # DELAY counts from the agent's "settings:" line: what follows is gate, open,
+        # load, attach, pin (the agent's imports alone take seconds under TCG)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 120 and "settings:" not in log.read_text() \
+                and p.poll() is None:
+            time.sleep(0.05)
+        t1 = time.monotonic()
+        time.sleep(delay)
+        p.kill()
+        c["killed_after_settings_s"] = round(time.monotonic() - t1, 2)
+        p.wait()
+        c["first_log"] = log.read_text()[-1500:]
+        c["state_after_kill"] = sched_ext_state()
+        c["first_attached"] = "loaded and attached" in c["first_log"]
+        c["pins_after_kill"] = sorted(str(x.relative_to(pin_base))
+                                      for x in Path(pin_base).rglob("*")) \
+            if os.path.isdir(pin_base) else []
+        p2, log2 = start_agent(Path("/tmp/faults-kill-2"), pin_base)
+        t0 = time.monotonic()
+        up = False
+        while time.monotonic() - t0 < args.up_timeout and p2.poll() is None:
+            text = log2.read_text()
+            if "loaded and attached" in text or "adopted the pinned scheduler" in text:
+                up = True
+                break
+            time.sleep(0.3)
+        c["second_up"] = up
+        c["second_ops"] = attached_ops()
+        p2.terminate()
+        try:
+            c["second_rc"] = p2.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p2.kill()
+            c["second_rc"] = p2.wait()
+        c["second_log"] = log2.read_text()[-2500:]
+        r = sh(["scx-slo", "stop", "--pin-dir", pin_base], timeout=300)
+        c["stop"] = {"rc": r.returncode, "stdout": r.stdout[-500:], "stderr": r.stderr[-500:]}
+        c["state_end"] = wait_state("disabled", 10)
+        time.sleep(1.0)            # let the kernel free what the last fds held
+        c["leaked"] = {"progs": sorted(prog_ids() - base["progs"]),
+                       "maps": sorted(map_ids() - base["maps"]),
+                       "links": sorted(link_ids() - base["links"])}
+        out["cycles"].append(c)
+    shutil.rmtree(pin_base, ignore_errors=True)
+    return out
+
+
 # -- read-only cgroupfs ----------------------------------------------------------------------
 def rocgroup(args) -> dict:
     out: dict = {}
@@ -605,6 +686,9 @@ def main() -> int:
     a = sub.add_parser("nobpffs")
     a.add_argument("--agent", action="store_true")
     sub.add_parser("rocgroup")
+    a = sub.add_parser("killload")
+    a.add_argument("--delays", type=float, nargs="+", default=[0.5, 2.0, 5.0])
+    a.add_argument("--up-timeout", type=float, default=120)
     a = sub.add_parser("churn")
     a.add_argument("--pods", type=int, default=500)
     a.add_argument("--rounds", type=int, default=5)
