@@ -132,7 +132,7 @@ TABLE = Table()
 
 def _git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, cwd=REPO,
                               capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
@@ -145,7 +145,7 @@ def write_results(table: Table, path: Path = RESULTS) -> None:
     except (OSError, ValueError):
         old = {}
     rows = old.get("rows", {}) if isinstance(old, dict) else {}
-    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     commit = _git_commit()
     for r in table.rows.values():
         if r.tried_n == 0:

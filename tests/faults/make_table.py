@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
 
-from faults.rows import ROWS  # noqa: E402
+from faults.rows import ROWS
 
 HEADER = """\
 # Faults and hostile input: results

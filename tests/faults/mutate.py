@@ -60,7 +60,7 @@ class Layout:
     btf_types: tuple[int, int]  # (file offset, length) of the BTF type section
 
     @classmethod
-    def of(cls, data: bytes) -> "Layout":
+    def of(cls, data: bytes) -> Layout:
         elf = ELFFile(io.BytesIO(data))
         secs = {s.name: (s["sh_offset"], s["sh_size"]) for s in elf.iter_sections()}
         boff, bsize = secs[".BTF"]

@@ -12,9 +12,9 @@ import subprocess
 import sys
 
 import pytest
+from fixtures import objects as O
 
 from faults.conftest import SCALE, TABLE, size
-from fixtures import objects as O
 
 pytestmark = [pytest.mark.faults, pytest.mark.vm]
 
@@ -60,7 +60,7 @@ def compile_obj(tmp_path, name: str, source: str) -> bytes:
 
 def agent_landed() -> bool:
     r = subprocess.run(["git", "log", "--oneline", "-1", "--", "plugin/scx_slo/agent.py"],
-                       cwd=O.REPO, capture_output=True, text=True)
+                       check=False, cwd=O.REPO, capture_output=True, text=True)
     return bool(r.stdout.strip())
 
 
@@ -117,7 +117,7 @@ def test_stall_watchdog_ejects_and_canary_finishes(fvm):
         assert out["canary_rc"] == 0 and out["canary_done"], out
         row.observe(f"ejected after {out['ejected_after_s']:.1f} s (timeout 2 s): "
                     f"kind {out['exit']['kind']} {out['exit']['reason']!r}")
-        row.observe(f"canary finished under the default scheduler")
+        row.observe("canary finished under the default scheduler")
         row.note(f"watchdog message: {out['exit']['msg']}")
 
 
@@ -269,8 +269,8 @@ def test_host_kernel_without_sched_ext():
     if Path("/sys/kernel/sched_ext").exists():
         pytest.skip("this host kernel has sched_ext")
     with row.case():
-        r = subprocess.run([sys.executable, "-m", "scx_slo", "check"], capture_output=True,
-                           text=True, timeout=120)
+        r = subprocess.run([sys.executable, "-m", "scx_slo", "check"], check=False,
+                           capture_output=True, text=True, timeout=120)
         assert r.returncode == 1, r.stdout + r.stderr
         assert "Traceback" not in r.stdout + r.stderr
         line = next(ln for ln in r.stdout.splitlines() if "sched_ext" in ln and

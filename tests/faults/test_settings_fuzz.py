@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 import tomlkit
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
-
-from faults.conftest import TABLE, size, time_bound
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from scx_slo.settings import model
 from scx_slo.settings import validate as V
 from scx_slo.settings.durations import MAX_NS, format_duration, parse_duration
@@ -19,6 +18,8 @@ from scx_slo.settings.errors import DurationError, SettingsError
 from scx_slo.settings.load import load_user_data_b64
 from scx_slo.settings.render import TARGETS, render
 from scx_slo.settings.store import load_effective
+
+from faults.conftest import TABLE, size, time_bound
 
 pytestmark = pytest.mark.faults
 

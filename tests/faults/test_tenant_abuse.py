@@ -8,14 +8,15 @@ not every reconcile), and pods classed by operator rules keep their class.
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-
-from faults.conftest import TABLE, size
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scx_slo.cgroups import PodSlice
 from scx_slo.cri import Pod
 from scx_slo.reconcile import NoteFilter, plan
 from scx_slo.settings.durations import parse_duration
 from scx_slo.settings.validate import validate_text
+
+from faults.conftest import TABLE, size
 
 pytestmark = pytest.mark.faults
 
@@ -81,7 +82,7 @@ def test_annotation_claims():
     @given(namespaces, claims)
     def prop(ns, value):
         with row.case():
-            class_id, why = _tenant_pod_class_ok(ns, value)
+            class_id, _why = _tenant_pod_class_ok(ns, value)
             d = CONFIG.annotation_class(ns, value)
             if d.capped:
                 assert "capped" in d.reason or "refused" in d.reason or "no class" in d.reason

@@ -29,7 +29,7 @@ from pathlib import Path
 SRC = Path("/opt/scx-slo/src")
 sys.path[:0] = [str(SRC / "tests"), str(SRC / "plugin")]
 
-from scx_slo.scheduler import Scheduler, sched_ext_state, wait_state  # noqa: E402
+from scx_slo.scheduler import Scheduler, sched_ext_state, wait_state
 
 OPS = Path("/sys/kernel/sched_ext/root/ops")
 CG = Path("/sys/fs/cgroup")
@@ -40,7 +40,7 @@ def emit(obj: dict) -> None:
 
 
 def sh(cmd, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, shell=isinstance(cmd, str), **kw)
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, shell=isinstance(cmd, str), **kw)
 
 
 def prog_ids() -> set[int]:
@@ -273,15 +273,15 @@ def agent_stall(args) -> dict:
     state.mkdir()
     (state / "user-data").write_text(STALL_SETTINGS)
     pin_base = "/sys/fs/bpf/faults_agent_stall"
-    canary = subprocess.Popen(["sh", "-c", f"while [ ! -e {stop} ]; do sleep 0.05; done; "
-                                           f"echo done > {done}"])
+    canary = subprocess.Popen(["sh", "-c", (f"while [ ! -e {stop} ]; do sleep 0.05; done; "
+                                            f"echo done > {done}")])
     argv = ["run", "--user-data", str(state / "user-data"), "--state-dir", str(state),
             "--pin-dir", pin_base, "--cri-socket", "/nonexistent.sock",
             "--api-socket", "/nonexistent.sock", "--interval", "5"]
-    log = open(state / "agent.log", "w")
-    agent = subprocess.Popen([sys.executable, "-c",
-                              AGENT_WITH_CANARY.format(pid=canary.pid, argv=argv)],
-                             stdout=log, stderr=subprocess.STDOUT, text=True)
+    with open(state / "agent.log", "w") as log:   # the child keeps its own copy of the fd
+        agent = subprocess.Popen([sys.executable, "-c",
+                                  AGENT_WITH_CANARY.format(pid=canary.pid, argv=argv)],
+                                 stdout=log, stderr=subprocess.STDOUT, text=True)
     out: dict = {"canary_pid": canary.pid}
     t0 = time.monotonic()
     gave_up_at = None
@@ -319,7 +319,6 @@ def agent_stall(args) -> dict:
     except subprocess.TimeoutExpired:
         agent.kill()
         out["agent_rc"] = agent.wait()
-    log.close()
     out["log"] = (state / "agent.log").read_text()[-6000:]
     out["states_seen"] = sorted(set(states))
     out["state_end"] = sched_ext_state()
@@ -593,14 +592,14 @@ def churn(args) -> dict:
             capacity = s.typed("slo_cgroups").max_entries \
                 if hasattr(s.typed("slo_cgroups"), "max_entries") else 16384
             stress = subprocess.Popen(
-                ["sh", "-c", f"echo $$ > {batch}/cgroup.procs && exec stress-ng --cpu "
-                             f"{os.cpu_count() * 2} --timeout {args.stress_s}s --quiet"])
+                ["sh", "-c", (f"echo $$ > {batch}/cgroup.procs && exec stress-ng --cpu "
+                              f"{os.cpu_count() * 2} --timeout {args.stress_s}s --quiet")])
             next_id = 0
             t0 = time.monotonic()
             for rnd in range(args.rounds):
                 # create a batch of pods, then remove a random part of the live ones
                 for _ in range(args.pods // args.rounds):
-                    uid, rel = _pod_path(next_id)
+                    _uid, rel = _pod_path(next_id)
                     (CG / rel).mkdir()
                     live.add(next_id)
                     next_id += 1
