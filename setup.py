@@ -16,13 +16,17 @@ CLANG = os.environ.get("BPF_CLANG", "clang-19")
 
 def compile_bpf(out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Relative paths, run from the checkout, and a fixed debug compilation
+    # directory: the debug info then records the same paths wherever the
+    # checkout lives, so every build of the same source is the same object.
     for src in sorted((HERE / "bpf").glob("*.bpf.c")):
-        obj = out_dir / (src.name[: -len(".c")] + ".o")
+        obj = out_dir.resolve() / (src.name[: -len(".c")] + ".o")
         cmd = [CLANG, "-target", "bpf", "-g", "-O2", "-Wall", "-Werror",
-               "-D__TARGET_ARCH_x86", "-I", str(HERE / "bpf" / "include"),
-               "-I", str(HERE / "bpf"), "-c", str(src), "-o", str(obj)]
+               "-fdebug-compilation-dir=.", "-D__TARGET_ARCH_x86",
+               "-I", "bpf/include", "-I", "bpf",
+               "-c", str(src.relative_to(HERE)), "-o", str(obj)]
         print(" ".join(cmd))
-        subprocess.run(cmd, check=True)
+        subprocess.run(cmd, check=True, cwd=HERE)
 
 
 class BuildPyWithBpf(build_py):

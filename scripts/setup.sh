@@ -21,7 +21,7 @@ command -v apt-get >/dev/null || die "this script needs a Debian/Ubuntu machine 
 # Debian packages from the machine's own suite.
 apt_pkgs=(clang-19 llvm-19 qemu-system-x86 zstd cpio debootstrap libsystemd-dev
           pkg-config libelf-dev zlib1g-dev python3-venv python3-dev gcc make
-          ca-certificates)
+          ca-certificates mmdebstrap umoci skopeo)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
@@ -75,7 +75,7 @@ if [ ! -f "$stamp" ] || [ -n "$(find "$here/pyproject.toml" "$here/setup.py" "$h
       -newer "$stamp" \( -name '*.py' -o -name '*.c' -o -name '*.h' -o -name '*.toml' -o -name '*.cdef' \) -print -quit)" ]; then
   say "installing scx-slo into $venv (editable, with test extras)"
   "$venv/bin/pip" install -q --upgrade pip setuptools wheel >/dev/null
-  "$venv/bin/pip" install -q -e "$here[test]" || die "pip install -e . failed (see above)"
+  "$venv/bin/pip" install -q -e "$here[test,bench]" || die "pip install -e . failed (see above)"
   touch "$stamp"
 fi
 

@@ -27,7 +27,7 @@ from scx_slo import OPS_NAME, pins
 from scx_slo.errors import ScxSloError
 from scx_slo.histogram import fmt_ns, percentile
 from scx_slo.report import Reporter
-from scx_slo.scheduler import LINK_PIN, Scheduler, sched_ext_state
+from scx_slo.scheduler import LINK_PIN, Scheduler, sched_ext_state, wait_state
 
 log = logging.getLogger(__name__)
 
@@ -224,12 +224,19 @@ class Agent:
         """The scheduler is gone: say why, then reload with backoff or give up."""
         info = {}
         if self.sched is not None:
+            # The exit record is complete once the kernel has finished disabling.
+            wait_state("disabled", timeout=5)
             try:
                 info = self.sched.exit_info() or {}
             except ScxSloError:
                 info = {}
+            try:
+                self.sched.unpin()      # a dead scheduler's pins serve no one
+            except ScxSloError as e:
+                log.warning("could not remove the dead scheduler's pins: %s", e)
             self.sched.close()
             self.sched = None
+        self._last_stats.clear()
         kind = exit_kind(info.get("kind", 0))
         self.out.error(f"scheduler exited: {kind}: {info.get('reason', '?')}: "
                        f"{info.get('msg', '').strip() or '-'}; the kernel's default scheduler is "
@@ -242,6 +249,7 @@ class Agent:
                          f"{self.opts.failure_window:.0f} s: staying on the kernel's default "
                          "scheduler until this container restarts", priority=2)
             Reporter.notify("GIVEN UP: scheduler keeps exiting; default scheduler in use")
+            self.write_status()
             return
         delay = self.opts.backoff[min(len(self.failures) - 1, len(self.opts.backoff) - 1)]
         self.out.warning(f"reloading in {delay:.0f} s (failure {len(self.failures)} of "

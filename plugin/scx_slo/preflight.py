@@ -13,6 +13,11 @@ MIN_KERNEL = (6, 12)
 CAPS = {"CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
 
 
+def _bpf_mount_points(mountinfo: str) -> set[str]:
+    from scx_slo.pins import _bpf_mounts
+    return _bpf_mounts(mountinfo)
+
+
 @dataclass
 class Check:
     name: str
@@ -89,11 +94,9 @@ class Preflight:
                   and line.split()[2] == "bpf"]
         if points:
             return Check("bpffs", True, "bpffs at " + ", ".join(points))
-        try:
-            host_bpffs = self._p("/proc/1/root/sys/fs/bpf").is_dir()
-        except OSError:
-            host_bpffs = False
-        if host_bpffs:
+        # Not in our mount namespace, but in PID 1's (a host container sharing
+        # the host PID namespace): pins go there through /proc/1/root.
+        if "/sys/fs/bpf" in _bpf_mount_points(self._read("/proc/1/mountinfo") or ""):
             return Check("bpffs", True, "host bpffs reachable at /proc/1/root/sys/fs/bpf")
         return Check("bpffs", False, "no bpffs mounted",
                      "mount -t bpf bpf /sys/fs/bpf (pins must live in the host's bpffs "

@@ -439,7 +439,8 @@ def validate_text(text: str, filename: str = "<user-data>") -> Loaded:
     names = {cl.name: cl.id for cl in classes} if classes else None
     if names is None and "class" in plain:
         # still check rules for their own problems, and class references by name
-        names_for_check = {t.get("name"): 0 for t in plain.get("class", [])
+        declared = plain.get("class")
+        names_for_check = {t.get("name"): 0 for t in (declared if isinstance(declared, list) else [])
                            if isinstance(t, dict) and isinstance(t.get("name"), str)}
         names_for_check[model.DEFAULT_CLASS_NAME] = 0
         _rules(c, plain, names_for_check)

@@ -227,6 +227,7 @@ class Vm:
 
     # -- the channel ---------------------------------------------------------
     def _send(self, msg: dict) -> None:
+        self._conn.settimeout(None)     # _recv's polling timeout must not cut a large send
         self._conn.sendall((json.dumps(msg) + "\n").encode())
 
     def _recv(self, deadline: float | None, when: str) -> dict:
