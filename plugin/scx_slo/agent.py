@@ -27,6 +27,7 @@ from scx_slo import OPS_NAME, pins
 from scx_slo.errors import ScxSloError
 from scx_slo.histogram import fmt_ns, percentile
 from scx_slo.report import Reporter
+from scx_slo.tuning import class_configs, tune
 from scx_slo.scheduler import LINK_PIN, Scheduler, sched_ext_state, wait_state
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,6 @@ STATUS_FILE = "status.json"
 EXIT_KINDS = {0: "none", 1: "done", 64: "unregistered", 65: "unregistered (bpf)",
               66: "unregistered (kernel)", 67: "sysrq", 1024: "error", 1025: "error (bpf)",
               1026: "stall", 1027: "error (reenqueue)"}
-MAX_CLASSES = 8
 
 
 class AgentError(ScxSloError):
@@ -138,10 +138,7 @@ class Agent:
         sc = self.config.scheduler
         sched = Scheduler.open(path, expect_sha256=sc.sha256, pin_dir=pin_dir)
         try:
-            timeout_ms = max(1, sc.watchdog_timeout_ns // 1_000_000)
-            sched.set_tunables(slice_ns=sc.slice_ns, batch_floor_pct=sc.batch_floor_pct,
-                               timeout_ms=timeout_ms)
-            sched.set_ops(timeout_ms=timeout_ms)
+            tune(sched, sc)
             sched.load()
             if attach:
                 sched.attach()
@@ -186,15 +183,7 @@ class Agent:
             old.unpin()
 
     def configure_classes(self) -> None:
-        by_id = {c.id: c for c in self.config.classes}
-        for class_id in range(MAX_CLASSES):
-            c = by_id.get(class_id)
-            cfg = {"budget_ns": 0, "slice_ns": 0, "latency_critical": 0, "weight": 0,
-                   "miss_threshold_ns": 0}
-            if c is not None:
-                cfg = {"budget_ns": c.budget_ns or 0, "slice_ns": c.slice_ns,
-                       "latency_critical": int(c.latency_critical), "weight": c.weight,
-                       "miss_threshold_ns": c.miss_threshold_ns or 0}
+        for class_id, cfg in class_configs(self.config).items():
             self.sched.set_class(class_id, cfg)
         self.sched.bump_generation()
 

@@ -27,6 +27,7 @@ from scx_slo.bench import stats
 from scx_slo.bench.pods import Node, Pod, PodError, usage_usec
 from scx_slo.bench.workloads import parse_stress_ng, stress_ng_argv
 from scx_slo.errors import ScxSloError
+from scx_slo.tuning import class_configs, tune
 
 SCX_STATE = Path("/sys/kernel/sched_ext/state")
 SCX_OPS = Path("/sys/kernel/sched_ext/root/ops")
@@ -117,16 +118,6 @@ def settings_text(critical_slice: str) -> str:
             f'[[rule]]\nclass = "critical"\ncgroup = "{critical_slice}"\n')
 
 
-def class_cfgs(config) -> dict[int, dict]:
-    """slo_classes entries for a settings Config (as the agent's configure_classes)."""
-    out = {}
-    for c in config.classes:
-        out[c.id] = {"budget_ns": c.budget_ns or 0, "slice_ns": c.slice_ns,
-                     "latency_critical": int(c.latency_critical), "weight": c.weight,
-                     "miss_threshold_ns": c.miss_threshold_ns or 0}
-    return out
-
-
 class ScxRun:
     """scx_slo loaded through scx_slo.scheduler.Scheduler for one configuration."""
 
@@ -154,12 +145,9 @@ class ScxRun:
         sc = self.config.scheduler
         s = Scheduler.open(sc.object_path())
         try:
-            timeout_ms = max(1, sc.watchdog_timeout_ns // 1_000_000)
-            s.set_tunables(slice_ns=sc.slice_ns, batch_floor_pct=sc.batch_floor_pct,
-                           timeout_ms=timeout_ms)
-            s.set_ops(timeout_ms=timeout_ms)
+            tune(s, sc)
             s.load()
-            for class_id, cfg in class_cfgs(self.config).items():
+            for class_id, cfg in class_configs(self.config).items():
                 s.set_class(class_id, cfg)
             s.set_cgroup_class(self.critical_cgid, self.klass.id)
             s.bump_generation()
