@@ -309,8 +309,8 @@ def test_quick_bench_in_vm(vm, tmp_path):
             continue
         assert cfg["batch"]["bogo_ops"] > 0, name
         assert f["batch_ratio_to_eevdf"] is not None
-        # the batch pod used (nearly) all the CPU the critical pod left it
-        assert cfg["batch_cpu_of_available"] > 0.9, (name, cfg["cpu_usage_us"])
+        # the batch pod used (nearly) all the CPU nobody else wanted: little idle time
+        assert cfg["batch_cpu_of_available"] > 0.9, (name, cfg["cpu_usage_us"], cfg["idle_us"])
         w = cfg["weights"]
         if setup["kubelet_weights"]:
             assert w["critical"] == 20

@@ -82,6 +82,16 @@ def usage_usec(cg: Path) -> int:
     raise PodError(f"{cg}/cpu.stat has no usage_usec")
 
 
+def idle_usec() -> int:
+    """CPU time all CPUs spent idle (idle + iowait), from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    if not fields or fields[0] != "cpu":
+        raise PodError("/proc/stat does not start with the cpu line")
+    ticks = int(fields[4]) + int(fields[5])
+    return ticks * 1_000_000 // os.sysconf("SC_CLK_TCK")
+
+
 class Node:
     """The kubepods tree for one configuration; remove() tears it all down."""
 
