@@ -22,8 +22,8 @@ def vm():
 def vm_factory():
     machines: list[Vm] = []
 
-    def boot(cpus: int = 1, mem_mb: int = 1024) -> Vm:
-        machine = Vm(cpus=cpus, mem_mb=mem_mb)
+    def boot(cpus: int = 1, mem_mb: int = 1024, **kwargs) -> Vm:
+        machine = Vm(cpus=cpus, mem_mb=mem_mb, **kwargs)
         machine.start()
         machines.append(machine)
         return machine

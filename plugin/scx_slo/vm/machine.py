@@ -86,13 +86,15 @@ class Vm:
     """One booted VM; a context manager that powers it off on exit."""
 
     def __init__(self, cpus: int = 1, mem_mb: int = 1024, boot_timeout: float = 300,
-                 cmdline_extra: str = "", console: Path | None = None):
+                 cmdline_extra: str = "", console: Path | None = None,
+                 trees: dict[str, Path] | None = None):
         if cpus < 1 or mem_mb < 512:
             raise VmError("the VM needs at least 1 CPU and 512 MiB of memory")
         self.cpus, self.mem_mb = cpus, mem_mb
         self.boot_timeout = boot_timeout
         self.cmdline_extra = cmdline_extra
         self.console = console
+        self.trees = dict(trees or {})     # guest directory -> host directory, in the payload
         self.kernel_release = ""
         self.accel = ""
         self._proc: subprocess.Popen | None = None
@@ -121,7 +123,7 @@ class Vm:
         tmp = Path(self._tmp.name)
         initrd = tmp / "initrd"
         shutil.copyfile(rootfs, initrd)
-        payload = payload_mod.build(tmp / "payload.cpio")
+        payload = payload_mod.build(tmp / "payload.cpio", trees=self.trees)
         with open(initrd, "ab") as out, open(payload, "rb") as inp:
             shutil.copyfileobj(inp, out)
         if self.console is None:

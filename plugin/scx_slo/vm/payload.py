@@ -36,7 +36,9 @@ def _ignore(_dir, names):
     return [n for n in names if n in SKIP_NAMES or Path(n).suffix in SKIP_SUFFIXES]
 
 
-def build(out: Path, root: Path | None = None) -> Path:
+def build(out: Path, root: Path | None = None, trees: dict[str, Path] | None = None) -> Path:
+    """Pack the project (and `trees`: guest directory -> host directory, copied
+    with cp -a so device nodes and links survive) as the payload cpio at out."""
     root = root or project_root()
     guest = Path(__file__).with_name("guest")
     with tempfile.TemporaryDirectory(prefix="scx-slo-payload-") as tmp:
@@ -53,6 +55,16 @@ def build(out: Path, root: Path | None = None) -> Path:
         shutil.copy2(guest / "runner.py", stage / "opt" / "scx-slo" / "runner.py")
         (stage / "usr" / "local" / "bin").mkdir(parents=True)
         shutil.copy2(guest / "scx-slo", stage / "usr" / "local" / "bin" / "scx-slo")
+        for guest_dir, host_dir in (trees or {}).items():
+            dest = stage / guest_dir.strip("/")
+            if not guest_dir.strip("/") or dest.exists():
+                raise PayloadError(f"cannot carry {host_dir} to {guest_dir}: that path is taken")
+            if not Path(host_dir).is_dir():
+                raise PayloadError(f"cannot carry {host_dir} into the VM: not a directory")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            p = subprocess.run(["cp", "-a", str(host_dir), str(dest)], capture_output=True, text=True)
+            if p.returncode != 0:
+                raise PayloadError(f"copying {host_dir} into the payload failed: {p.stderr.strip()}")
         files = subprocess.run(["find", ".", "-print0"], cwd=stage, capture_output=True, check=True).stdout
         with open(out, "wb") as f:
             p = subprocess.run(["cpio", "--null", "-o", "-H", "newc", "--quiet", "--owner=0:0"],
