@@ -301,5 +301,50 @@ def test_entrypoint_runs_unchanged_in_the_host_ctr_layout(archive, tmp_path):
         subprocess.run(["umount", str(bpf)], check=False)
 
 
+@pytest.mark.vm
+def test_entrypoint_attaches_the_scheduler_on_a_sched_ext_kernel(archive, vm_factory, tmp_path):
+    """The image's root filesystem in the VM, laid out as host-ctr lays out a superpowered
+    host container (tests/vm/hostctr_guest.py): the entrypoint runs unchanged with the
+    image's own Python, libbpf and object, attaches scx_slo, pins it in the host's bpffs,
+    prints its status lines; disabled in the API and sent SIGTERM, it detaches and unpins."""
+    if shutil.which("umoci") is None:
+        pytest.skip("umoci not installed (apt-get install umoci)")
+    root = img.unpack_rootfs(archive, tmp_path / "rootfs")
+    vm = vm_factory(cpus=2, mem_mb=2048, trees={"/srv/image-rootfs": root})
+    r = vm.run(["python3", "/opt/scx-slo/src/tests/vm/hostctr_guest.py",
+                "--rootfs", "/srv/image-rootfs",
+                "--user-data", "/opt/scx-slo/src/settings/examples/guide-demo.toml"], timeout=900)
+    assert r.returncode == 0, r.stderr[-4000:]
+    seen = json.loads(r.stdout.strip().splitlines()[-1])
+    console = seen["console"]
+    print(console)
+    assert seen["before"][0] == "disabled"
+    assert seen["attached"] and seen["after_start"] == ["enabled", "scx_slo"], console[-3000:]
+    # the entrypoint found its user-data and storage where Bottlerocket puts them
+    assert "user-data /.bottlerocket/host-containers/current/user-data" in console
+    assert ("host container scx-slo: exec scx-slo run --user-data "
+            "/.bottlerocket/host-containers/current/user-data "
+            "--state-dir /.bottlerocket/host-containers/current --name scx-slo") in console
+    # the process host-ctr signals is the agent itself, chrooted in the image
+    assert seen["agent_cmdline"][1:3] == ["/usr/local/bin/scx-slo", "run"], seen["agent_cmdline"]
+    assert seen["agent_root"] == "/srv/image-rootfs"
+    # the object the image carries is what was loaded and pinned in the HOST's bpffs
+    sha = img.read_archive(archive).labels[img.OBJECT_LABEL]
+    assert f"({sha[:16]})" in console
+    assert any(p.startswith(sha[:16] + "/") for p in seen["pins"]), seen["pins"]
+    # the status line (journalctl -u host-containers@scx-slo) and status.json in storage
+    assert seen["status_line"], console[-3000:]
+    assert seen["status_json"]["config_source"] and not seen["status_json"]["given_up"]
+    assert [c["name"] for c in seen["status_json"]["classes"]] == \
+        ["default", "frontend", "interactive"]
+    # disabled + SIGTERM: detached and unpinned, a clean exit, no mounts left behind
+    assert seen["exit_code"] == 0, console[-3000:]
+    assert "is disabled: scheduler detached and unpinned" in console
+    assert seen["after_stop"][0] == "disabled"
+    assert not any(p.startswith(sha[:16]) for p in seen["pins_after_stop"]), seen["pins_after_stop"]
+    assert seen["mounts_left"] == []
+    assert "Traceback" not in console
+
+
 def image_env(archive) -> list[str]:
     return img.read_archive(archive).config["config"]["Env"]
