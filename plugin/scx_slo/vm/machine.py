@@ -82,6 +82,23 @@ def choose_accels(cache: Path) -> list[str]:
     return ["kvm", "tcg"]
 
 
+def tcg_accel_option(cpus: int) -> str:
+    """TCG with one host thread for all vCPUs when there are several.
+
+    qemu 7.2's multi-threaded TCG races when one vCPU rewrites kernel text that
+    another executes: the kernel patches static keys when sched_ext is enabled
+    or disabled, and a 2-vCPU guest then panics now and then with RIP in the
+    middle of a patched jump ("Fatal exception in interrupt", seen in CI).
+    Single-threaded TCG runs the vCPUs in turn, so every vCPU sees whole
+    patches; it is slower (the vCPUs share one host core) but still SMP.
+    SCX_SLO_VM_TCG_THREAD=multi brings back the fast, racy mode.
+    """
+    thread = os.environ.get("SCX_SLO_VM_TCG_THREAD") or ("single" if cpus > 1 else "multi")
+    if thread not in ("single", "multi"):
+        raise VmError(f"SCX_SLO_VM_TCG_THREAD={thread!r}: use single or multi")
+    return f"tcg,thread={thread}"
+
+
 class Vm:
     """One booted VM; a context manager that powers it off on exit."""
 
@@ -153,7 +170,8 @@ class Vm:
         listener.bind(str(sock_path))
         listener.listen(1)
         cpu = "host" if accel == "kvm" else "max"
-        argv = [QEMU, "-accel", accel, "-cpu", cpu, "-smp", str(self.cpus), "-m", str(self.mem_mb),
+        argv = [QEMU, "-accel", tcg_accel_option(self.cpus) if accel == "tcg" else accel,
+                "-cpu", cpu, "-smp", str(self.cpus), "-m", str(self.mem_mb),
                 "-kernel", str(vmlinuz), "-initrd", str(initrd),
                 "-append", f"{CMDLINE} {self.cmdline_extra}".strip(),
                 "-display", "none", "-monitor", "none", "-no-reboot", "-nodefaults",
