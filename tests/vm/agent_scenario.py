@@ -2,7 +2,8 @@
 
 Builds a kubepods-shaped cgroup tree with real processes, serves it over a fake
 CRI and a fake Bottlerocket API, runs `scx-slo run` and drives it through
-reconcile, pod churn, SIGKILL, SIGTERM hand-off and SIGTERM-when-disabled.
+reconcile, pod churn, SIGKILL, SIGTERM hand-off, an upgrade to another build of
+the scheduler (--next-object) and SIGTERM-when-disabled.
 Prints one JSON object with what it observed; the host test asserts on it.
 """
 from __future__ import annotations
@@ -123,6 +124,10 @@ def pinned_map() -> dict[int, int]:
     return {k: v["class_id"] for k, v in m.typed("slo_cgroups").items()} if m else {}
 
 
+def pin_names() -> list[str]:
+    return [p.name for p in pins.pinned_dirs(pins.base_dir(None, mount_if_missing=False))]
+
+
 def class_stats(class_id: int) -> dict:
     return maps().stats(class_id)
 
@@ -167,6 +172,11 @@ def agent_log(tag: str) -> str:
 
 
 def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--next-object", help="another build of the scheduler, to upgrade to")
+    next_object = ap.parse_args().next_object
     WORK.mkdir(parents=True, exist_ok=True)
     (WORK / "user-data").write_text(USER_DATA)
     api = start_api(API_SOCK, settings={"host-containers": {NAME: {
@@ -264,14 +274,40 @@ def main() -> None:
     sampler.join()
     out["states_during_handoffs"] = sorted(sampler.seen)
     out["state_samples"] = sampler.samples
+    tag = "3"
+
+    # An upgrade: the next image ships another build of the scheduler (another
+    # digest). The agent is killed (pins stay), the new one replaces the pinned one.
+    if next_object:
+        _maps.pop().close()                # the old maps: re-adopted from the new pins below
+        out["pins_before_upgrade"] = pin_names()
+        sampler = Sampler()
+        sampler.start()
+        agent.kill()
+        agent.wait()
+        (WORK / "user-data").write_text(
+            USER_DATA.replace("[scheduler]\n", f'[scheduler]\nobject = "{next_object}"\n', 1))
+        tag = "4"
+        agent = start_agent(tag)
+        out["upgraded"] = bool(wait_for(lambda: "upgraded the scheduler" in agent_log(tag), 120, 0.2))
+        out["upgrade_log"] = agent_log(tag)[-1500:]
+        out["after_upgrade"] = [state(), Path("/sys/kernel/sched_ext/root/ops").read_text().strip()
+                                if state() == "enabled" else ""]
+        out["pins_after_upgrade"] = pin_names()
+        out["map_after_upgrade"] = {str(k): v for k, v in wait_for(
+            lambda: len(pinned_map()) >= 3 and pinned_map(), 30, 0.2).items()} \
+            if out["upgraded"] else {}
+        sampler.halt.set()
+        sampler.join()
+        out["states_during_upgrade"] = sorted(sampler.seen)
 
     # SIGTERM after the operator disabled the container: detach and unpin.
     ApiClient(API_SOCK).set_settings({"host-containers": {NAME: {"enabled": False}}})
     agent.send_signal(signal.SIGTERM)
     out["term_disabled_rc"] = agent.wait(timeout=30)
     out["state_after_disable"] = wait_for(lambda: state() == "disabled" and "disabled", 10) or state()
-    out["pins_after_disable"] = [str(p) for p in pins.pinned_dirs(pins.base_dir(None, mount_if_missing=False))]
-    out["agent3_log"] = agent_log("3")[-1500:]
+    out["pins_after_disable"] = pin_names()
+    out["last_agent_log"] = agent_log(tag)[-1500:]
     out["agent1_log"] = agent_log("1")[-1500:]
 
     for p in [probe, g_proc, *hogs]:
