@@ -19,7 +19,16 @@
  *    p->scx.weight x its class weight x the product of cpu.weight/100 along
  *    its cgroup chain (kept by cgroup_init/cgroup_set_weight), divided by the
  *    number of runnable tasks in its cgroup, so cgroups share by cpu.weight.
- *    cpu.max (cgroup_set_bandwidth, >= 6.17) is NOT enforced: a known gap.
+ *  - cpu.max (cgroup_init/cgroup_set_bandwidth, >= 6.17): a cgroup with a
+ *    quota gets that much run time per period, charged to it and to every
+ *    limited ancestor (the nearest SLO_BW_LEVELS, cached per task). A task of
+ *    a cgroup out of quota is parked on THROTTLE_DSQ (at enqueue, at dispatch
+ *    when it reaches a queue's head, at the tick when it runs); a BPF timer
+ *    puts parked tasks back once their cgroups' next period starts. This
+ *    binds every class: a limit is a limit. Overrun is at most a tick per
+ *    CPU and is paid back from the next period. The kernel frees a map's
+ *    timers when no user space holds the map (the loader pins slo_bw_timer);
+ *    without a timer nothing is parked and cpu.max is not enforced.
  *  - Bounded starvation: each CPU keeps a debt of latency-critical run time
  *    that batch time pays back at (100 - batch_floor_pct)/batch_floor_pct;
  *    while batch work is queued and the debt reaches that many batch slices,
@@ -44,6 +53,16 @@ char _license[] SEC("license") = "GPL";
 #define LAT_DSQ			1
 #define BATCH_DSQ		2
 #define STALL_DSQ		3	/* test-only: never consumed */
+#define THROTTLE_DSQ		4	/* tasks of cgroups out of cpu.max quota */
+
+#define SLO_BW_LEVELS		4	/* limited cgroups charged per task */
+#define BW_TIMER_NS		(2ULL * 1000 * 1000)
+#define BW_SCAN_MAX		512
+#define BW_PICK_MAX		32
+#define BW_QUOTA_MAX		(~0ULL)	/* cpu.max "max" (RUNTIME_INF) */
+#ifndef CLOCK_MONOTONIC
+#define CLOCK_MONOTONIC		1
+#endif
 
 #define SLO_W_ONE		65536ULL	/* cgroup chain weight 1.0 */
 #define STARVE_SCAN_NS		(100ULL * 1000 * 1000)
@@ -85,6 +104,7 @@ struct slo_class_stats {
 	u64 nr_class_errors;	/* cgroup mapped to an out-of-range class (used 0) */
 	u64 nr_enqueues;
 	u64 run_ns;		/* CPU time consumed by the class */
+	u64 nr_throttled;	/* tasks parked because a cgroup ran out of cpu.max quota */
 };
 
 struct slo_exit_info {
@@ -133,7 +153,23 @@ struct {
 struct cg_info {
 	u32 weight;		/* cpu.weight, 1..10000 */
 	s32 nr_runnable;	/* runnable non-critical tasks charged to this cgroup */
+	u64 quota_ns;		/* cpu.max quota per period; 0 = max (no limit) */
+	u64 period_ns;
+	u64 burst_ns;		/* unused quota carried into the next period, at most */
+	u64 period_start;
+	s64 runtime;		/* quota left in this period; <= 0: throttled */
 };
+
+struct bw_timer {
+	struct bpf_timer timer;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct bw_timer);
+} slo_bw_timer SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -154,6 +190,9 @@ struct task_ctx {
 	u64 wake_at;		/* set on wakeup, cleared when it runs */
 	u64 enq_at;		/* last time it was queued (starvation scan) */
 	u64 deadline;
+	u64 bw_cgid[SLO_BW_LEVELS];	/* limited cgroups on the path, deepest first */
+	u32 nr_bw;		/* entries of bw_cgid in use (kept in memory, not a register:
+				 * the verifier would explore the class walk once per value) */
 	u32 class_id;
 	u32 class_w;
 	u32 lat;		/* latency-critical class */
@@ -195,6 +234,15 @@ struct {
  */
 u64 vtime_now;
 u64 weight_gen;
+s64 nr_bw_cgroups;		/* cgroups with a cpu.max quota */
+u64 bw_timer_armed;
+u64 nr_bw_releases;		/* parked tasks put back by the timer */
+u64 nr_bw_overrides;		/* ... put back still throttled, having waited timeout_ms/4 */
+u64 nr_bw_timer_fires;
+u64 nr_bw_scanned;
+s64 bw_timer_err;		/* the failed bpf_timer_start(), for diagnosis */
+u32 bw_timer_broken;		/* no timer (yet): cpu.max is not enforced */
+u64 bw_last_make;
 /* last starvation rescue, for diagnosis: pid, wait, vtime ahead of vtime_now */
 s32 rescue_pid;
 u64 rescue_wait_ns;
@@ -245,12 +293,15 @@ static void resolve_class(struct task_struct *p, struct task_ctx *tctx)
 	struct slo_class_cfg *cfg;
 	struct cgroup *cgrp, *anc;
 	u64 chain = SLO_W_ONE;
-	u32 cls = 0, i;
+	u32 cls = 0, i, n;
 	bool found = false;
 	int level;
 
 	tctx->gen = slo_gen_now();
 	tctx->wgen = weight_gen;
+	bpf_for(i, 0, SLO_BW_LEVELS)
+		tctx->bw_cgid[i] = 0;
+	tctx->nr_bw = 0;
 
 	cgrp = scx_bpf_task_cgroup(p);
 	if (!cgrp)
@@ -278,12 +329,19 @@ static void resolve_class(struct task_struct *p, struct task_ctx *tctx)
 				found = true;
 			}
 		}
-		/* the root cgroup has no cpu.weight */
+		/* the root cgroup has no cpu.weight or cpu.max */
 		if (level - (int)i > 0) {
 			ci = bpf_map_lookup_elem(&slo_cg_info, &id);
 			if (ci && ci->weight)
 				chain = chain * ci->weight / 100;
 			chain = SLO_MIN(SLO_MAX(chain, 1ULL), SLO_W_ONE * 10000);
+			if (ci && ci->quota_ns) {
+				n = tctx->nr_bw;
+				if (n < SLO_BW_LEVELS) {
+					tctx->bw_cgid[n] = id;
+					tctx->nr_bw = n + 1;
+				}
+			}
 		}
 	}
 	bpf_cgroup_release(cgrp);
@@ -336,6 +394,264 @@ static __always_inline void cg_runnable_add(u64 cgid, s32 delta)
 		__sync_fetch_and_add(&ci->nr_runnable, delta);
 }
 
+/* ---- cpu.max ---- */
+
+/*
+ * Start the next period when the current one is over: the quota plus what
+ * was left (at most burst), or minus the overrun still owed (at most one
+ * quota). After an idle gap of more periods nothing carries over.
+ */
+static __always_inline void bw_refill(struct cg_info *ci, u64 now)
+{
+	u64 start = ci->period_start, period = ci->period_ns, n;
+	s64 left;
+
+	if (!period || now - start < period)
+		return;
+	n = (now - start) / period;
+	if (!__sync_bool_compare_and_swap(&ci->period_start, start, start + n * period))
+		return;
+	left = ci->runtime;
+	if (n > 1)
+		left = 0;
+	else if (left > (s64)ci->burst_ns)
+		left = ci->burst_ns;
+	else if (left < -(s64)ci->quota_ns)
+		left = -(s64)ci->quota_ns;
+	ci->runtime = left + (s64)ci->quota_ns;
+}
+
+/* Is any limited cgroup on the task's path out of quota? */
+static __always_inline bool bw_throttled(struct task_ctx *tctx, u64 now)
+{
+	struct cg_info *ci;
+	u64 id;
+	u32 i;
+
+	for (i = 0; i < SLO_BW_LEVELS; i++) {
+		id = tctx->bw_cgid[i];
+		if (!id)
+			break;
+		ci = bpf_map_lookup_elem(&slo_cg_info, &id);
+		if (!ci || !ci->quota_ns)
+			continue;
+		bw_refill(ci, now);
+		if (ci->runtime <= 0)
+			return true;
+	}
+	return false;
+}
+
+/* Charge @used ns of run time to every limited cgroup on the task's path. */
+static __always_inline void bw_charge(struct task_ctx *tctx, u64 used, u64 now)
+{
+	struct cg_info *ci;
+	u64 id;
+	u32 i;
+
+	for (i = 0; i < SLO_BW_LEVELS; i++) {
+		id = tctx->bw_cgid[i];
+		if (!id)
+			break;
+		ci = bpf_map_lookup_elem(&slo_cg_info, &id);
+		if (!ci || !ci->quota_ns)
+			continue;
+		bw_refill(ci, now);
+		__sync_fetch_and_sub(&ci->runtime, (s64)used);
+	}
+}
+
+/* cpu.max values as the kernel passes them (us; ~0 quota = "max"). */
+static __always_inline void cg_set_bw(struct cg_info *ci, u64 period_us, u64 quota_us,
+				      u64 burst_us)
+{
+	bool had = ci->quota_ns;
+
+	if (quota_us == BW_QUOTA_MAX || !period_us) {
+		ci->quota_ns = 0;
+	} else {
+		ci->quota_ns = quota_us * 1000;
+		ci->period_ns = period_us * 1000;
+		ci->burst_ns = burst_us == BW_QUOTA_MAX ? 0 : burst_us * 1000;
+		ci->period_start = now_ns();
+		ci->runtime = ci->quota_ns;
+	}
+	if (!had && ci->quota_ns)
+		__sync_fetch_and_add(&nr_bw_cgroups, 1);
+	else if (had && !ci->quota_ns)
+		__sync_fetch_and_add(&nr_bw_cgroups, -1);
+}
+
+static int bw_timer_fn(void *map, int *key, struct bw_timer *t);
+
+/*
+ * Make the timer. Only from ops.init and ops.dispatch: the callback moves
+ * tasks between DSQs, which the kernel allows only in those contexts, and
+ * the callback is checked in the context of the program that sets it.
+ */
+static __always_inline long bw_timer_make(void)
+{
+	struct bw_timer *t;
+	u32 zero = 0;
+	long err;
+
+	t = bpf_map_lookup_elem(&slo_bw_timer, &zero);
+	if (!t)
+		return -2;	/* -ENOENT */
+	err = bpf_timer_init(&t->timer, &slo_bw_timer, CLOCK_MONOTONIC);
+	if (err && err != -16)	/* -EBUSY: it exists */
+		return err;
+	return bpf_timer_set_callback(&t->timer, bw_timer_fn);
+}
+
+/*
+ * Make sure the timer runs; false if it cannot (then nothing may be parked).
+ * The kernel frees a map's timers when the last user space reference to the
+ * map goes: then bw_timer_broken is set, and dispatch makes a new timer once
+ * somebody holds the map again (the loader pins slo_bw_timer).
+ */
+static __always_inline bool bw_arm_timer(void)
+{
+	struct bw_timer *t;
+	u32 zero = 0;
+	long err = -2;	/* -ENOENT */
+
+	if (bw_timer_broken)
+		return false;
+	if (!__sync_bool_compare_and_swap(&bw_timer_armed, 0, 1))
+		return true;
+	t = bpf_map_lookup_elem(&slo_bw_timer, &zero);
+	if (t)
+		err = bpf_timer_start(&t->timer, BW_TIMER_NS, 0);
+	if (err) {
+		bw_timer_err = err;
+		bw_timer_broken = 1;
+		bw_timer_armed = 0;
+		return false;
+	}
+	return true;
+}
+
+/* Should this task wait for its cgroups' quota? */
+static __always_inline bool bw_must_wait(struct task_ctx *tctx, u64 now)
+{
+	return tctx->bw_cgid[0] && !bw_timer_broken && bw_throttled(tctx, now);
+}
+
+/* Park a task of a throttled cgroup until the timer finds quota for it. */
+static __always_inline bool bw_park(struct task_struct *p, struct task_ctx *tctx, u64 enq_flags)
+{
+	struct slo_class_stats *st = class_stats(tctx->class_id);
+
+	if (!bw_arm_timer())
+		return false;
+	slo_dsq_insert(p, THROTTLE_DSQ, tctx->slice_ns, enq_flags);
+	tctx->in_order = 0;
+	if (st)
+		st->nr_throttled++;
+	return true;
+}
+
+/*
+ * The timer: put parked tasks whose cgroups have quota again (or that waited
+ * timeout_ms/4, so the watchdog never sees a cpu.max wait) back on their
+ * queue, latency-critical by deadline, the rest by vtime; wake an idle CPU.
+ * It re-arms itself while tasks are parked.
+ */
+static int bw_timer_fn(void *map, int *key, struct bw_timer *t)
+{
+	u64 now = now_ns(), limit = (u64)timeout_ms * 1000 * 1000 / 4, vtime;
+	struct bpf_iter_scx_dsq it;
+	struct task_struct *q;
+	struct task_ctx *tctx;
+	bool late, moved;
+	s32 cpu;
+	int i;
+
+	__sync_fetch_and_add(&nr_bw_timer_fires, 1);
+	if (!bpf_iter_scx_dsq_new(&it, THROTTLE_DSQ, 0)) {
+		bpf_for(i, 0, BW_SCAN_MAX) {
+			q = bpf_iter_scx_dsq_next(&it);
+			if (!q)
+				break;
+			__sync_fetch_and_add(&nr_bw_scanned, 1);
+			tctx = bpf_task_storage_get(&slo_task_ctx, q, 0, 0);
+			late = !tctx || now - tctx->enq_at > limit;
+			if (!late && bw_throttled(tctx, now))
+				continue;
+			if (tctx && tctx->lat) {
+				slo_dsq_move_set_vtime(&it, tctx->deadline);
+				moved = slo_dsq_move_vtime(&it, q, LAT_DSQ, 0);
+			} else {
+				vtime = q->scx.dsq_vtime;
+				if (slo_time_before(vtime, vtime_now - slice_ns))
+					vtime = vtime_now - slice_ns;
+				slo_dsq_move_set_vtime(&it, vtime);
+				moved = slo_dsq_move_vtime(&it, q, BATCH_DSQ, 0);
+				if (moved && tctx)
+					tctx->in_order = 1;
+			}
+			if (!moved)
+				continue;
+			__sync_fetch_and_add(&nr_bw_releases, 1);
+			if (late && tctx && bw_throttled(tctx, now))
+				__sync_fetch_and_add(&nr_bw_overrides, 1);
+			cpu = scx_bpf_pick_idle_cpu(q->cpus_ptr, 0);
+			if (cpu >= 0)
+				scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+		}
+	}
+	bpf_iter_scx_dsq_destroy(&it);
+
+	/* a task parked after the scan above sees armed == 0 and re-arms */
+	bw_timer_armed = 0;
+	if (scx_bpf_dsq_nr_queued(THROTTLE_DSQ) > 0 &&
+	    __sync_bool_compare_and_swap(&bw_timer_armed, 0, 1))
+		bpf_timer_start(&t->timer, BW_TIMER_NS, 0);
+	return 0;
+}
+
+/*
+ * Move the first task of @dsq this CPU may run to its local DSQ. With cpu.max
+ * in use, tasks of throttled cgroups met on the way are parked instead.
+ */
+static bool take_from(u64 dsq, s32 cpu, u64 now)
+{
+	struct bpf_iter_scx_dsq it;
+	struct task_struct *q;
+	struct task_ctx *tctx;
+	bool moved = false;
+	int i;
+
+	if (nr_bw_cgroups <= 0 || bw_timer_broken)
+		return slo_dsq_move_to_local(dsq);
+	if (!bpf_iter_scx_dsq_new(&it, dsq, 0)) {
+		bpf_for(i, 0, BW_PICK_MAX) {
+			q = bpf_iter_scx_dsq_next(&it);
+			if (!q)
+				break;
+			tctx = bpf_task_storage_get(&slo_task_ctx, q, 0, 0);
+			if (tctx && bw_must_wait(tctx, now) && bw_arm_timer()) {
+				if (slo_dsq_move(&it, q, THROTTLE_DSQ, 0)) {
+					struct slo_class_stats *st = class_stats(tctx->class_id);
+
+					tctx->in_order = 0;
+					if (st)
+						st->nr_throttled++;
+				}
+				continue;
+			}
+			if (q->migration_disabled || !bpf_cpumask_test_cpu(cpu, q->cpus_ptr))
+				continue;
+			moved = slo_dsq_move(&it, q, SCX_DSQ_LOCAL, 0);
+			if (moved)
+				break;
+		}
+	}
+	bpf_iter_scx_dsq_destroy(&it);
+	return moved || slo_dsq_move_to_local(dsq);
+}
+
 /*
  * Pick a CPU to preempt for a latency-critical task: the task's current CPU
  * if it runs batch work, else the first allowed CPU running batch work that
@@ -378,6 +694,9 @@ s32 BPF_STRUCT_OPS(slo_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake
 		return prev_cpu;
 
 	tctx = task_ctx_fresh(p);
+	/* out of cpu.max quota: enqueue parks it, no CPU is claimed for it */
+	if (tctx && bw_must_wait(tctx, now_ns()))
+		return prev_cpu;
 	cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
 	if (is_idle) {
 		struct slo_class_stats *st;
@@ -430,6 +749,13 @@ void BPF_STRUCT_OPS(slo_enqueue, struct task_struct *p, u64 enq_flags)
 	st = class_stats(tctx->class_id);
 	if (st)
 		st->nr_enqueues++;
+
+	if (bw_must_wait(tctx, now)) {
+		if (tctx->lat)
+			tctx->deadline = (tctx->wake_at ? tctx->wake_at : now) + tctx->budget_ns;
+		if (bw_park(p, tctx, enq_flags))
+			return;
+	}
 
 	if (tctx->lat) {
 		tctx->deadline = (tctx->wake_at ? tctx->wake_at : now) + tctx->budget_ns;
@@ -531,6 +857,8 @@ static __always_inline void account_run(struct task_struct *p, struct task_ctx *
 		st->run_ns += used;
 	if (!tctx->lat)
 		p->scx.dsq_vtime += vtime_charge(p, tctx, used);
+	if (tctx->bw_cgid[0])
+		bw_charge(tctx, used, now);
 }
 
 /* vtime of the first task on BATCH_DSQ; false if it is empty. */
@@ -565,9 +893,15 @@ static __always_inline bool keep_prev(struct task_struct *prev, struct cpu_ctx *
 
 	if (!prev || !(prev->scx.flags & SCX_TASK_QUEUED) || is_canary(prev))
 		return false;
-	tctx = bpf_task_storage_get(&slo_task_ctx, prev, 0, 0);
+	tctx = task_ctx_fresh(prev);
 	if (!tctx)
 		return false;
+	/* charge the run so far first: out of quota, prev is parked on re-queue */
+	if (tctx->bw_cgid[0]) {
+		account_run(prev, tctx, cc, now);
+		if (bw_must_wait(tctx, now))
+			return false;
+	}
 	if (tctx->lat) {
 		if (scx_bpf_dsq_nr_queued(LAT_DSQ) > 0)
 			return false;
@@ -642,6 +976,13 @@ void BPF_STRUCT_OPS(slo_dispatch, s32 cpu, struct task_struct *prev)
 		return;
 	}
 
+	/* no cpu.max timer: try to make one again, at most every 100 ms */
+	if (bw_timer_broken && nr_bw_cgroups > 0 && now - bw_last_make > STARVE_SCAN_NS) {
+		bw_last_make = now;
+		if (!bw_timer_make())
+			bw_timer_broken = 0;
+	}
+
 	if (nr_batch <= 0) {
 		cc->floor_debt = 0;
 	} else {
@@ -653,7 +994,7 @@ void BPF_STRUCT_OPS(slo_dispatch, s32 cpu, struct task_struct *prev)
 		if (batch_floor_pct && batch_floor_pct < 100 &&
 		    cc->floor_debt * batch_floor_pct >=
 		    (u64)(100 - batch_floor_pct) * slice_ns) {
-			if (slo_dsq_move_to_local(BATCH_DSQ)) {
+			if (take_from(BATCH_DSQ, cpu, now)) {
 				struct slo_class_stats *st = class_stats(0);
 
 				cc->boost_next = 1;
@@ -666,9 +1007,13 @@ void BPF_STRUCT_OPS(slo_dispatch, s32 cpu, struct task_struct *prev)
 
 	if (keep_prev(prev, cc, now))
 		return;
-	if (slo_dsq_move_to_local(LAT_DSQ))
+	if (take_from(LAT_DSQ, cpu, now))
 		return;
-	slo_dsq_move_to_local(BATCH_DSQ);
+	if (take_from(BATCH_DSQ, cpu, now))
+		return;
+	/* parked tasks need the timer; without one they run anyway */
+	if (!bw_timer_armed && scx_bpf_dsq_nr_queued(THROTTLE_DSQ) > 0 && !bw_arm_timer())
+		slo_dsq_move_to_local(THROTTLE_DSQ);
 }
 
 /* runnable: stamp wakeups and count the task against its cgroup's runnable tasks. */
@@ -742,6 +1087,24 @@ void BPF_STRUCT_OPS(slo_stopping, struct task_struct *p, bool runnable)
 	cc->floor_boost = 0;
 }
 
+/* tick: charge a running task of a limited cgroup; out of quota, it stops now. */
+void BPF_STRUCT_OPS(slo_tick, struct task_struct *p)
+{
+	struct task_ctx *tctx = task_ctx_fresh(p);
+	struct cpu_ctx *cc;
+	u64 now;
+
+	if (!tctx || !tctx->bw_cgid[0])
+		return;
+	cc = cpu_ctx_of(scx_bpf_task_cpu(p));
+	if (!cc)
+		return;
+	now = now_ns();
+	account_run(p, tctx, cc, now);
+	if (bw_must_wait(tctx, now))
+		p->scx.slice = 0;
+}
+
 /* quiescent: the task no longer counts as runnable in its cgroup. */
 void BPF_STRUCT_OPS(slo_quiescent, struct task_struct *p, u64 deq_flags)
 {
@@ -782,12 +1145,14 @@ void BPF_STRUCT_OPS(slo_exit_task, struct task_struct *p, struct scx_exit_task_a
 	}
 }
 
-/* cgroup_init: remember the cgroup's cpu.weight. */
+/* cgroup_init: remember the cgroup's cpu.weight and (>= 6.17) cpu.max. */
 s32 BPF_STRUCT_OPS(slo_cgroup_init, struct cgroup *cgrp, struct scx_cgroup_init_args *args)
 {
 	struct cg_info ci = { .weight = args->weight ? args->weight : 100 };
 	u64 id = cgrp->kn->id;
 
+	if (bpf_core_field_exists(args->bw_quota_us))
+		cg_set_bw(&ci, args->bw_period_us, args->bw_quota_us, args->bw_burst_us);
 	bpf_map_update_elem(&slo_cg_info, &id, &ci, BPF_ANY);
 	__sync_fetch_and_add(&weight_gen, 1);
 	return 0;
@@ -797,7 +1162,10 @@ s32 BPF_STRUCT_OPS(slo_cgroup_init, struct cgroup *cgrp, struct scx_cgroup_init_
 void BPF_STRUCT_OPS(slo_cgroup_exit, struct cgroup *cgrp)
 {
 	u64 id = cgrp->kn->id;
+	struct cg_info *ci = bpf_map_lookup_elem(&slo_cg_info, &id);
 
+	if (ci && ci->quota_ns)
+		__sync_fetch_and_add(&nr_bw_cgroups, -1);
 	bpf_map_delete_elem(&slo_cg_info, &id);
 }
 
@@ -814,6 +1182,25 @@ void BPF_STRUCT_OPS(slo_cgroup_set_weight, struct cgroup *cgrp, u32 weight)
 
 		bpf_map_update_elem(&slo_cg_info, &id, &n, BPF_ANY);
 	}
+	__sync_fetch_and_add(&weight_gen, 1);
+}
+
+/* cgroup_set_bandwidth (>= 6.17): new cpu.max; every task re-resolves its limits. */
+void BPF_STRUCT_OPS(slo_cgroup_set_bandwidth, struct cgroup *cgrp, u64 period_us, u64 quota_us,
+		    u64 burst_us)
+{
+	u64 id = cgrp->kn->id;
+	struct cg_info *ci = bpf_map_lookup_elem(&slo_cg_info, &id);
+
+	if (!ci) {
+		struct cg_info n = { .weight = 100 };
+
+		bpf_map_update_elem(&slo_cg_info, &id, &n, BPF_ANY);
+		ci = bpf_map_lookup_elem(&slo_cg_info, &id);
+		if (!ci)
+			return;
+	}
+	cg_set_bw(ci, period_us, quota_us, burst_us);
 	__sync_fetch_and_add(&weight_gen, 1);
 }
 
@@ -834,10 +1221,16 @@ void BPF_STRUCT_OPS(slo_cgroup_move, struct task_struct *p, struct cgroup *from,
 	}
 }
 
-/* init: create the dispatch queues. */
+/* init: create the dispatch queues (the cpu.max timer is made on first use). */
 s32 BPF_STRUCT_OPS_SLEEPABLE(slo_init)
 {
 	s32 ret;
+
+	if (bw_timer_make())
+		bw_timer_broken = 1;
+	ret = scx_bpf_create_dsq(THROTTLE_DSQ, -1);
+	if (ret)
+		return ret;
 
 	ret = scx_bpf_create_dsq(LAT_DSQ, -1);
 	if (ret)
@@ -870,6 +1263,7 @@ struct sched_ext_ops scx_slo_ops = {
 	.runnable		= (void *)slo_runnable,
 	.running		= (void *)slo_running,
 	.stopping		= (void *)slo_stopping,
+	.tick			= (void *)slo_tick,
 	.quiescent		= (void *)slo_quiescent,
 	.enable			= (void *)slo_enable,
 	.init_task		= (void *)slo_init_task,
@@ -877,6 +1271,7 @@ struct sched_ext_ops scx_slo_ops = {
 	.cgroup_init		= (void *)slo_cgroup_init,
 	.cgroup_exit		= (void *)slo_cgroup_exit,
 	.cgroup_set_weight	= (void *)slo_cgroup_set_weight,
+	.cgroup_set_bandwidth	= (void *)slo_cgroup_set_bandwidth,
 	.cgroup_move		= (void *)slo_cgroup_move,
 	.init			= (void *)slo_init,
 	.exit			= (void *)slo_exit_op,

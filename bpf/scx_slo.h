@@ -43,6 +43,11 @@ bool scx_bpf_consume___compat(u64 dsq_id) __ksym __weak;
 bool scx_bpf_dispatch_from_dsq___compat(struct bpf_iter_scx_dsq *it__iter,
 					struct task_struct *p, u64 dsq_id,
 					u64 enq_flags) __ksym __weak;
+bool scx_bpf_dispatch_vtime_from_dsq___compat(struct bpf_iter_scx_dsq *it__iter,
+					      struct task_struct *p, u64 dsq_id,
+					      u64 enq_flags) __ksym __weak;
+void scx_bpf_dispatch_from_dsq_set_vtime___compat(struct bpf_iter_scx_dsq *it__iter,
+						  u64 vtime) __ksym __weak;
 
 static __always_inline void slo_dsq_insert(struct task_struct *p, u64 dsq_id,
 					   u64 slice, u64 enq_flags)
@@ -78,6 +83,26 @@ static __always_inline bool slo_dsq_move(struct bpf_iter_scx_dsq *it,
 		return scx_bpf_dsq_move(it, p, dsq_id, enq_flags);
 	if (bpf_ksym_exists(scx_bpf_dispatch_from_dsq___compat))
 		return scx_bpf_dispatch_from_dsq___compat(it, p, dsq_id, enq_flags);
+	return false;
+}
+
+/* The vtime the next slo_dsq_move_vtime() from @it inserts with. */
+static __always_inline void slo_dsq_move_set_vtime(struct bpf_iter_scx_dsq *it, u64 vtime)
+{
+	if (bpf_ksym_exists(scx_bpf_dsq_move_set_vtime))
+		scx_bpf_dsq_move_set_vtime(it, vtime);
+	else if (bpf_ksym_exists(scx_bpf_dispatch_from_dsq_set_vtime___compat))
+		scx_bpf_dispatch_from_dsq_set_vtime___compat(it, vtime);
+}
+
+static __always_inline bool slo_dsq_move_vtime(struct bpf_iter_scx_dsq *it,
+					       struct task_struct *p, u64 dsq_id,
+					       u64 enq_flags)
+{
+	if (bpf_ksym_exists(scx_bpf_dsq_move_vtime))
+		return scx_bpf_dsq_move_vtime(it, p, dsq_id, enq_flags);
+	if (bpf_ksym_exists(scx_bpf_dispatch_vtime_from_dsq___compat))
+		return scx_bpf_dispatch_vtime_from_dsq___compat(it, p, dsq_id, enq_flags);
 	return false;
 }
 

@@ -180,3 +180,44 @@ def test_cli_takes_object_and_pin_from_settings(good, kbtf, tmp_path):
     bad.write_text("[scheduler]\nsha = 1\n")
     r = _cli("--settings", str(bad))
     assert r.returncode == 1 and "Traceback" not in r.stderr and "sha" in r.stderr
+
+
+def _kernel_without(kbtf: Path, work: Path, member: str) -> Path:
+    """The kernel BTF with sched_ext_ops.<member> renamed away: an older kernel."""
+    out = work / f"vmlinux-without-{member}.btf"
+    out.write_bytes(O.replace_name(kbtf.read_bytes(), member, member[:-1] + "X"))
+    return out
+
+
+def test_optional_callback_absent_from_an_older_kernel_is_left_out(good, kbtf, work):
+    """Before 6.17 sched_ext_ops has no cgroup_set_bandwidth: the object is accepted, the
+    callback is left out at load (NULL in the struct_ops shadow, its program not
+    loaded) and the gap is named; the other callbacks stay."""
+    from scx_slo.btf import Layout
+    from scx_slo.scheduler import Scheduler
+
+    old = _kernel_without(kbtf, work, "cgroup_set_bandwidth")
+    report = gate.inspect(good, kernel_btf=old)
+    assert report.accepted, report.render()
+    assert report.details["absent_callbacks"] == ["cgroup_set_bandwidth"]
+    assert "cpu.max is not enforced" in report.check("kernel.struct_ops").reason
+    with Scheduler.open(good, kernel_btf=old) as s:
+        assert s.gaps == [gate.OPTIONAL_CALLBACKS["cgroup_set_bandwidth"]]
+        assert not s.obj.autoload("slo_cgroup_set_bandwidth")
+        assert s.obj.autoload("slo_cgroup_set_weight") and s.obj.autoload("slo_tick")
+        shadow = bytes(s.obj.map(gate.STRUCT_OPS_MAP).initial_value())
+        layout = Layout(s.types.btf, s.types.ops_struct().id)
+        off, size = layout.offset_of("cgroup_set_bandwidth")
+        assert shadow[off:off + size] == bytes(size)
+        off, size = layout.offset_of("cgroup_set_weight")
+        assert shadow[off:off + size] != bytes(size)
+    # on the kernel that has it, nothing is left out
+    with Scheduler.open(good, kernel_btf=kbtf) as s:
+        assert s.gaps == [] and s.obj.autoload("slo_cgroup_set_bandwidth")
+
+
+def test_required_callback_absent_is_still_refused(good, kbtf, work):
+    report = gate.inspect(good, kernel_btf=_kernel_without(kbtf, work, "cgroup_set_weight"))
+    assert not report.accepted
+    assert [c.name for c in report.failed] == ["kernel.struct_ops"]
+    assert "cgroup_set_weight" in report.failed[0].reason

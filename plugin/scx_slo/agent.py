@@ -140,6 +140,8 @@ class Agent:
         try:
             tune(sched, sc)
             sched.load()
+            for gap in sched.gaps:
+                self.out.warning(f"known gap on this kernel: {gap}", gap=gap)
             if attach:
                 sched.attach()
                 sched.pin()

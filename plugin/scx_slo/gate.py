@@ -58,6 +58,13 @@ MAPS_BY_NAME = {m.name: m for m in REQUIRED_MAPS}
 REQUIRED_TUNABLES = ("slice_ns", "lat_slice_ns", "batch_floor_pct", "timeout_ms",
                      "miss_frac_pct", "stall_canary_pid")
 
+# Callbacks newer than the oldest kernel we support: on a kernel without one the
+# loader leaves it out (and says what that costs) instead of refusing the object.
+OPTIONAL_CALLBACKS = {
+    "cgroup_set_bandwidth": "cpu.max is not enforced: sched_ext_ops.cgroup_set_bandwidth "
+                            "is new in Linux 6.17",
+}
+
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 
 
@@ -406,8 +413,14 @@ def _check_kernel_struct_ops(ctx: _Ctx) -> str:
     kernel_members = {m.name for m in kst.members}
     used = getattr(ctx, "details_struct_ops", {}).get("callbacks", {})
     absent = [m for m in used if m not in kernel_members]
+    required = [m for m in absent if m not in OPTIONAL_CALLBACKS]
+    if required:
+        raise _Refusal(f"kernel's {STRUCT_OPS_TYPE} lacks callback(s) {', '.join(required)}")
+    ctx.details_absent_callbacks = absent
     if absent:
-        raise _Refusal(f"kernel's {STRUCT_OPS_TYPE} lacks callback(s) {', '.join(absent)}")
+        return (f"kernel has struct {STRUCT_OPS_TYPE} with {len(used) - len(absent)} of the "
+                f"{len(used)} callbacks used; optional, absent (left out at load): "
+                + "; ".join(f"{m} ({OPTIONAL_CALLBACKS[m]})" for m in absent))
     return f"kernel has struct {STRUCT_OPS_TYPE} with all {len(used)} callbacks used"
 
 
@@ -461,6 +474,8 @@ def inspect_bytes(data: bytes, *, path: str = "<bytes>",
         report.details["struct_ops"] = ctx.details_struct_ops
     if hasattr(ctx, "details_maps"):
         report.details["maps"] = ctx.details_maps
+    if hasattr(ctx, "details_absent_callbacks"):
+        report.details["absent_callbacks"] = ctx.details_absent_callbacks
     return report
 
 

@@ -14,7 +14,9 @@ COUNTERS = (("nr_wakeups", "wakeups", "Wakeups of tasks in the class"),
             ("nr_misses", "slo_misses", "Wakeup-to-run delays above the class's miss threshold"),
             ("nr_preempts", "preemptions", "CPUs preempted on behalf of the class"),
             ("nr_direct", "direct_dispatches", "Wakeups dispatched straight to an idle CPU"),
-            ("nr_floor_boosts", "floor_boosts", "Batch slices forced by the starvation floor"))
+            ("nr_floor_boosts", "floor_boosts", "Batch slices forced by the starvation floor"),
+            ("nr_throttled", "cpu_max_throttles",
+             "Tasks held back because a cgroup had used its cpu.max quota"))
 
 
 class SchedulerCollector:
@@ -40,7 +42,8 @@ class SchedulerCollector:
                 continue
             pods.add_metric([c.name], self.agent.pods_by_class.get(c.id, 0))
             for key, counter in counters.items():
-                counter.add_metric([c.name], s[key])
+                if key in s:        # an adopted object of an older build may lack a counter
+                    counter.add_metric([c.name], s[key])
             cumulative, buckets = 0, []
             for i, n in enumerate(s["lat_hist"]):
                 cumulative += n

@@ -30,6 +30,9 @@ DEFAULT_PIN_DIR = Path("/sys/fs/bpf/scx_slo")
 LINK_PIN = "link"
 STATE_PATH = Path("/sys/kernel/sched_ext/state")
 OPS_FIELDS = ("timeout_ms", "flags", "exit_dump_len")
+# Maps pinned only to keep them alive: the kernel frees a map's BPF timers once no
+# user space reference (fd or pin) is left, and the scheduler outlives its loader.
+KEEPALIVE_MAPS = ("slo_bw_timer",)
 
 
 class SchedulerError(ScxSloError):
@@ -100,6 +103,7 @@ class Scheduler:
         self.link = None
         self.maps: dict[str, Any] = {}
         self.report: gate.Report | None = None
+        self.gaps: list[str] = []      # what this kernel cannot do with the object (left out)
         self._typed: dict[str, Any] = {}
 
     # -- creation ---------------------------------------------------------------------
@@ -117,7 +121,24 @@ class Scheduler:
         self = cls(path, pin_dir=pin_dir)
         self.report = report
         self.obj = BpfObject(path, kernel_log_size=kernel_log_size or DEFAULT_LOG_SIZE)
+        try:
+            for member in report.details.get("absent_callbacks", []):
+                self._leave_out(member)
+        except BaseException:
+            self.close()
+            raise
         return self
+
+    def _leave_out(self, member: str) -> None:
+        """Drop an optional callback the kernel lacks: NULL in the struct_ops shadow
+        (libbpf then skips the member) and its program not loaded."""
+        prog = self.report.details["struct_ops"]["callbacks"][member].split(":", 1)[1]
+        layout = Layout(self.types.btf, self.types.ops_struct().id)
+        off, size = layout.offset_of(member)
+        buf = self.obj.map(gate.STRUCT_OPS_MAP).initial_value()
+        buf[off:off + size] = bytes(size)
+        self.obj.set_autoload(prog, False)
+        self.gaps.append(gate.OPTIONAL_CALLBACKS[member])
 
     @classmethod
     def adopt(cls, pin_dir: str | os.PathLike = DEFAULT_PIN_DIR,
@@ -236,6 +257,9 @@ class Scheduler:
         self.link.pin(self.pin_dir / LINK_PIN)
         for name, m in self.maps.items():
             m.pin(self.pin_dir / name)
+        for name in KEEPALIVE_MAPS:
+            if name in self.obj.maps:
+                self.obj.map(name).pin(self.pin_dir / name)
 
     def unpin(self) -> None:
         """Remove the pins (link and maps) and the pin directory."""
@@ -245,8 +269,8 @@ class Scheduler:
             self.link.unpin()
         else:
             Map.unpin(self.pin_dir / LINK_PIN)
-        for spec in gate.REQUIRED_MAPS:
-            Map.unpin(self.pin_dir / spec.name)
+        for name in (*(spec.name for spec in gate.REQUIRED_MAPS), *KEEPALIVE_MAPS):
+            Map.unpin(self.pin_dir / name)
         try:
             self.pin_dir.rmdir()
         except FileNotFoundError:

@@ -35,8 +35,9 @@ LAT_CLASS = 1
 NR_HIST = 32
 STAT_FIELDS = ["nr_wakeups", "nr_misses", "nr_preempts", "nr_direct", "nr_floor_boosts",
                "nr_fallbacks", "nr_kthread_local", "nr_starve_rescues", "nr_class_errors",
-               "nr_enqueues", "run_ns"]
+               "nr_enqueues", "run_ns", "nr_throttled"]
 EXIT_FMT = "<qq128s1024s"
+BW_TIMER_PIN = "/sys/fs/bpf/slo_bw_timer"
 
 
 # -- the scheduler -------------------------------------------------------------------------
@@ -413,6 +414,54 @@ def scenario_floor(args) -> dict:
     return res
 
 
+def scenario_bandwidth(args) -> dict:
+    """cpu.max under scx_slo: a heavy cgroup (cpu.weight 1000) with a cpu.max quota next
+    to an unlimited one (cpu.weight 100), both saturated. The limit is there before load
+    (cgroup_init), changed while loaded (cgroup_set_bandwidth), then lifted ("max")."""
+    ncpu = os.cpu_count() or 1
+    lim, free = cg_make("slo_bw_lim", weight=1000), cg_make("slo_bw_free", weight=100)
+    res = {"ncpu": ncpu, "phases": []}
+    settings = ["20000 100000", "50000 100000", "max 100000"]
+    try:
+        (lim / "cpu.max").write_text(settings[0])
+        load()
+        # keep the timer's map alive past bpftool, as the Python loader does
+        sh(["bpftool", "map", "pin", "name", "slo_bw_timer", BW_TIMER_PIN])
+        hl = hogs(lim, 2 * ncpu, len(settings) * (args.seconds + 1) + 60)
+        hf = hogs(free, 2 * ncpu, len(settings) * (args.seconds + 1) + 60)
+        time.sleep(1.5)
+        for i, cpu_max in enumerate(settings):
+            if i:
+                (lim / "cpu.max").write_text(cpu_max)
+                time.sleep(0.5)
+            t0, ul0, uf0 = time.monotonic(), cg_usage_us(lim), cg_usage_us(free)
+            time.sleep(args.seconds)
+            window = time.monotonic() - t0
+            ul, uf = cg_usage_us(lim) - ul0, cg_usage_us(free) - uf0
+            res["phases"].append({"cpu_max": (lim / "cpu.max").read_text().strip(),
+                                  "window_s": window, "cpus_limited": ul / window / 1e6,
+                                  "cpus_free": uf / window / 1e6,
+                                  "nr_bw_cgroups": read_bss().get("nr_bw_cgroups")})
+        s = read_stats()
+        res["nr_throttled"] = sum(c["nr_throttled"] for c in s.values())
+        bss = read_bss()
+        res["bss"] = {k: bss.get(k) for k in ("nr_bw_cgroups", "nr_bw_releases",
+                                               "nr_bw_overrides", "nr_bw_timer_fires",
+                                               "nr_bw_scanned", "bw_timer_err",
+                                               "bw_timer_broken")}
+        res.update({"state_end": scx_state(), "exit": read_exit()})
+        for h in (hl, hf):
+            h.kill()
+            h.wait(timeout=60)
+    finally:
+        if os.path.exists(BW_TIMER_PIN):
+            os.unlink(BW_TIMER_PIN)
+        res["state_unloaded"] = unload()
+        cg_remove(lim)
+        cg_remove(free)
+    return res
+
+
 def kubelet_weight(millicpu: int) -> int:
     """cpu.weight kubelet writes for a CPU request (cgroup v2 conversion of cpu.shares)."""
     shares = max(2, millicpu * 1024 // 1000)
@@ -504,6 +553,8 @@ def main() -> int:
     p.add_argument("--hogs-b", type=int, default=1, help="hogs per vCPU in the weight-100 cgroup")
     p = sub.add_parser("floor")
     p.add_argument("--seconds", type=float, default=10)
+    p = sub.add_parser("bandwidth")
+    p.add_argument("--seconds", type=float, default=6)
     p = sub.add_parser("move")
     p.add_argument("--seconds", type=float, default=2)
     p = sub.add_parser("bench")
@@ -512,7 +563,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     fn = {"load-unload": scenario_load_unload, "saturation": scenario_saturation,
-          "weights": scenario_weights, "floor": scenario_floor, "move": scenario_move, "bench": scenario_bench}[args.cmd]
+          "weights": scenario_weights, "floor": scenario_floor,
+          "bandwidth": scenario_bandwidth, "move": scenario_move, "bench": scenario_bench}[args.cmd]
     print(json.dumps(fn(args)))
     return 0
 

@@ -93,6 +93,19 @@ class BpfObject:
             ptr = lib.bpf_object__next_program(self._ptr, ptr)
         return out
 
+    def _program(self, name: str):
+        return errors.check(f"lookup of program {name!r} in {self.path}",
+                            lib.bpf_object__find_program_by_name(self._live(), name.encode()))
+
+    def autoload(self, name: str) -> bool:
+        """Whether load() loads the program `name`."""
+        return bool(lib.bpf_program__autoload(self._program(name)))
+
+    def set_autoload(self, name: str, autoload: bool) -> None:
+        """Before load(): load the program `name` or leave it out."""
+        errors.check(f"autoload of program {name!r}",
+                     lib.bpf_program__set_autoload(self._program(name), autoload))
+
     # -- load / attach ----------------------------------------------------------
     @property
     def kernel_log(self) -> str:
