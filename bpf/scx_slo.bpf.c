@@ -421,10 +421,15 @@ static __always_inline void bw_refill(struct cg_info *ci, u64 now)
 	ci->runtime = left + (s64)ci->quota_ns;
 }
 
-/* Is any limited cgroup on the task's path out of quota? */
-static __always_inline bool bw_throttled(struct task_ctx *tctx, u64 now)
+/*
+ * Visit the limited cgroups on the task's path, starting new periods as they
+ * come: charge @used ns of run time to each, and say whether any of them is
+ * out of quota.
+ */
+static __always_inline bool bw_account(struct task_ctx *tctx, u64 used, u64 now)
 {
 	struct cg_info *ci;
+	bool out = false;
 	u64 id;
 	u32 i;
 
@@ -436,29 +441,17 @@ static __always_inline bool bw_throttled(struct task_ctx *tctx, u64 now)
 		if (!ci || !ci->quota_ns)
 			continue;
 		bw_refill(ci, now);
+		if (used)
+			__sync_fetch_and_sub(&ci->runtime, (s64)used);
 		if (ci->runtime <= 0)
-			return true;
+			out = true;
 	}
-	return false;
+	return out;
 }
 
-/* Charge @used ns of run time to every limited cgroup on the task's path. */
-static __always_inline void bw_charge(struct task_ctx *tctx, u64 used, u64 now)
+static __always_inline bool bw_throttled(struct task_ctx *tctx, u64 now)
 {
-	struct cg_info *ci;
-	u64 id;
-	u32 i;
-
-	for (i = 0; i < SLO_BW_LEVELS; i++) {
-		id = tctx->bw_cgid[i];
-		if (!id)
-			break;
-		ci = bpf_map_lookup_elem(&slo_cg_info, &id);
-		if (!ci || !ci->quota_ns)
-			continue;
-		bw_refill(ci, now);
-		__sync_fetch_and_sub(&ci->runtime, (s64)used);
-	}
+	return bw_account(tctx, 0, now);
 }
 
 /* cpu.max values as the kernel passes them (us; ~0 quota = "max"). */
@@ -858,7 +851,7 @@ static __always_inline void account_run(struct task_struct *p, struct task_ctx *
 	if (!tctx->lat)
 		p->scx.dsq_vtime += vtime_charge(p, tctx, used);
 	if (tctx->bw_cgid[0])
-		bw_charge(tctx, used, now);
+		bw_account(tctx, used, now);
 }
 
 /* vtime of the first task on BATCH_DSQ; false if it is empty. */

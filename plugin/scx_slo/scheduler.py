@@ -250,7 +250,7 @@ class Scheduler:
         return self.link
 
     def pin(self) -> None:
-        """Pin the link and the required maps under pin_dir (a bpffs directory)."""
+        """Pin the link, the required maps and the keep-alive maps under pin_dir (bpffs)."""
         if self.link is None:
             raise SchedulerError("attach() before pin()")
         self.pin_dir.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,10 @@ from pathlib import Path
 
 SRC = Path("/opt/scx-slo/src")
 sys.path.insert(0, str(SRC / "tests"))
+sys.path.insert(0, str(SRC / "tests" / "vm"))
 
 from fake_bottlerocket_api import start as start_api  # noqa: E402
+from polling import wait_for  # noqa: E402
 from fake_cri import start as start_cri  # noqa: E402
 
 from scx_slo import pins  # noqa: E402
@@ -131,15 +133,6 @@ def pin_names() -> list[str]:
 def class_stats(class_id: int) -> dict:
     return maps().stats(class_id)
 
-
-def wait_for(pred, timeout: float, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
 
 
 class Sampler(threading.Thread):

@@ -18,13 +18,14 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 SRC = Path("/opt/scx-slo/src")
 sys.path.insert(0, str(SRC / "tests"))
+sys.path.insert(0, str(SRC / "tests" / "vm"))
 
 from fake_bottlerocket_api import start as start_api  # noqa: E402
+from polling import wait_for  # noqa: E402
 
 NAME = "scx-slo"
 SCX = Path("/sys/kernel/sched_ext")
@@ -37,15 +38,6 @@ def sched_ext() -> tuple[str, str]:
     ops = SCX / "root" / "ops"
     return (SCX / "state").read_text().strip(), ops.read_text().strip() if ops.exists() else ""
 
-
-def wait_for(pred, timeout: float, step: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
 
 
 def pins() -> list[str]:
@@ -79,11 +71,11 @@ def main() -> None:
         return log_path.read_text(errors="replace")
 
     attached = wait_for(lambda: ctr.poll() is None and sched_ext() == ("enabled", "scx_slo")
-                        and "loaded and attached" in console(), 240)
+                        and "loaded and attached" in console(), 240, 0.2)
     out["attached"] = bool(attached)
     out["after_start"] = sched_ext()
     # the agent reports a status line per class every interval (10 s by default)
-    out["status_line"] = bool(wait_for(lambda: "class frontend: pods=" in console(), 60))
+    out["status_line"] = bool(wait_for(lambda: "class frontend: pods=" in console(), 60, 0.2))
     out["pins"] = pins()
     status = storage / "status.json"
     out["status_json"] = json.loads(status.read_text()) if status.exists() else None
