@@ -239,6 +239,8 @@ u64 bw_timer_armed;
 u64 nr_bw_releases;		/* parked tasks put back by the timer */
 u64 nr_bw_overrides;		/* ... put back still throttled, having waited timeout_ms/4 */
 u64 nr_bw_timer_fires;
+s32 bw_override_pid;		/* the last override, for diagnosis */
+u64 bw_override_wait_ns;
 u64 nr_bw_scanned;
 s64 bw_timer_err;		/* the failed bpf_timer_start(), for diagnosis */
 u32 bw_timer_broken;		/* no timer (yet): cpu.max is not enforced */
@@ -284,17 +286,18 @@ static __always_inline bool is_canary(const struct task_struct *p)
 }
 
 /*
- * Resolve @p's class and cgroup weight chain from its cgroup. Walks from the
- * task's cgroup towards the root; the deepest cgroup present in slo_cgroups
- * decides the class.
+ * Resolve a task's class, cgroup weight chain and cpu.max limits from its
+ * cgroup @cgrp (a reference this releases). Walks from the cgroup towards the
+ * root; the deepest cgroup present in slo_cgroups decides the class. True if
+ * the task left a latency-critical class.
  */
-static void resolve_class(struct task_struct *p, struct task_ctx *tctx)
+static __always_inline bool resolve_class_in(struct task_ctx *tctx, struct cgroup *cgrp)
 {
 	struct slo_class_cfg *cfg;
-	struct cgroup *cgrp, *anc;
+	struct cgroup *anc;
 	u64 chain = SLO_W_ONE;
 	u32 cls = 0, i, n;
-	bool found = false;
+	bool found = false, left_lat;
 	int level;
 
 	tctx->gen = slo_gen_now();
@@ -303,7 +306,6 @@ static void resolve_class(struct task_struct *p, struct task_ctx *tctx)
 		tctx->bw_cgid[i] = 0;
 	tctx->nr_bw = 0;
 
-	cgrp = scx_bpf_task_cgroup(p);
 	if (!cgrp)
 		goto set;
 	tctx->cgid = cgrp->kn->id;
@@ -357,6 +359,7 @@ set:
 	tctx->chain_w = chain;
 
 	cfg = bpf_map_lookup_elem(&slo_classes, &cls);
+	left_lat = tctx->lat && !(cfg && cfg->latency_critical);
 	tctx->lat = cfg && cfg->latency_critical;
 	tctx->budget_ns = (cfg && cfg->budget_ns) ? cfg->budget_ns : lat_budget_ns;
 	if (cfg && cfg->slice_ns)
@@ -368,6 +371,19 @@ set:
 		tctx->miss_ns = cfg->miss_threshold_ns;
 	else
 		tctx->miss_ns = tctx->budget_ns * miss_frac_pct / 100;
+	return left_lat;
+}
+
+/* ... from the task's cgroup, for a task whose runqueue is locked (ops callbacks). */
+static __always_inline void resolve_class(struct task_struct *p, struct task_ctx *tctx)
+{
+	/*
+	 * Leaving a latency-critical class: dsq_vtime holds the last deadline
+	 * (a clock value), not a virtual time; start from the present one.
+	 * (Callers hold tasks that are not on a DSQ.)
+	 */
+	if (resolve_class_in(tctx, scx_bpf_task_cgroup(p)))
+		p->scx.dsq_vtime = vtime_now;
 }
 
 /* Task context with an up-to-date class; NULL only if storage is missing. */
@@ -557,7 +573,7 @@ static int bw_timer_fn(void *map, int *key, struct bw_timer *t)
 	struct bpf_iter_scx_dsq it;
 	struct task_struct *q;
 	struct task_ctx *tctx;
-	bool late, moved;
+	bool late, moved, left_lat;
 	s32 cpu;
 	int i;
 
@@ -569,6 +585,15 @@ static int bw_timer_fn(void *map, int *key, struct bw_timer *t)
 				break;
 			__sync_fetch_and_add(&nr_bw_scanned, 1);
 			tctx = bpf_task_storage_get(&slo_task_ctx, q, 0, 0);
+			/*
+			 * Its class or limits changed while it was parked: resolve them
+			 * now (from the cgroup id: its runqueue is not ours to lock), or
+			 * it would go back to the queue of its old class.
+			 */
+			left_lat = false;
+			if (tctx && tctx->cgid &&
+			    (tctx->gen != slo_gen_now() || tctx->wgen != weight_gen))
+				left_lat = resolve_class_in(tctx, bpf_cgroup_from_id(tctx->cgid));
 			late = !tctx || now - tctx->enq_at > limit;
 			if (!late && bw_throttled(tctx, now))
 				continue;
@@ -577,6 +602,9 @@ static int bw_timer_fn(void *map, int *key, struct bw_timer *t)
 				moved = slo_dsq_move_vtime(&it, q, LAT_DSQ, 0);
 			} else {
 				vtime = q->scx.dsq_vtime;
+				barrier_var(vtime);	/* two loads: clang would merge them */
+				if (left_lat)
+					vtime = vtime_now;
 				if (slo_time_before(vtime, vtime_now - slice_ns))
 					vtime = vtime_now - slice_ns;
 				slo_dsq_move_set_vtime(&it, vtime);
@@ -587,8 +615,11 @@ static int bw_timer_fn(void *map, int *key, struct bw_timer *t)
 			if (!moved)
 				continue;
 			__sync_fetch_and_add(&nr_bw_releases, 1);
-			if (late && tctx && bw_throttled(tctx, now))
+			if (late && tctx && bw_throttled(tctx, now)) {
 				__sync_fetch_and_add(&nr_bw_overrides, 1);
+				bw_override_pid = q->pid;
+				bw_override_wait_ns = now - tctx->enq_at;
+			}
 			cpu = scx_bpf_pick_idle_cpu(q->cpus_ptr, 0);
 			if (cpu >= 0)
 				scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);

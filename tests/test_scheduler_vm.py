@@ -70,16 +70,19 @@ def test_cgroup_weights_share_two_to_one(vm):
 def test_cpu_max_is_enforced(vm):
     """A cgroup with cpu.weight 1000 would take ~0.9 of the vCPU from one with 100; its
     cpu.max caps it: 20 ms per 100 ms set before load (cgroup_init), then 50 ms set
-    while loaded (cgroup_set_bandwidth), then "max" lifts it. The CPU the cap frees goes
+    while loaded (cgroup_set_bandwidth), then 30 ms with the cgroup in a latency-critical
+    class (a limit binds every class), then "max" lifts it. The CPU the cap frees goes
     to the other cgroup (work-conserving), and no throttled task trips the watchdog."""
     r = guest_json(vm, "bandwidth", "--seconds", "6")
     assert r["state_end"] == "enabled", r["exit"]
     ncpu = r["ncpu"]
-    q20, q50, unlimited = r["phases"]
-    assert [p["cpu_max"] for p in r["phases"]] == ["20000 100000", "50000 100000", "max 100000"]
-    assert [p["nr_bw_cgroups"] for p in r["phases"]] == [1, 1, 0]
+    q20, q50, q30_lat, unlimited = r["phases"]
+    assert [(p["cpu_max"], p["class"]) for p in r["phases"]] == [
+        ("20000 100000", 0), ("50000 100000", 0), ("30000 100000", 1), ("max 100000", 0)]
+    assert [p["nr_bw_cgroups"] for p in r["phases"]] == [1, 1, 1, 0]
     assert 0.2 * 0.75 <= q20["cpus_limited"] <= 0.2 * 1.25, r
     assert 0.5 * 0.8 <= q50["cpus_limited"] <= 0.5 * 1.2, r
+    assert 0.3 * 0.75 <= q30_lat["cpus_limited"] <= 0.3 * 1.25, r
     assert unlimited["cpus_limited"] >= 0.75 * ncpu, r
     for p in r["phases"]:
         assert p["cpus_limited"] + p["cpus_free"] >= 0.85 * ncpu, r

@@ -417,38 +417,49 @@ def scenario_floor(args) -> dict:
 def scenario_bandwidth(args) -> dict:
     """cpu.max under scx_slo: a heavy cgroup (cpu.weight 1000) with a cpu.max quota next
     to an unlimited one (cpu.weight 100), both saturated. The limit is there before load
-    (cgroup_init), changed while loaded (cgroup_set_bandwidth), then lifted ("max")."""
+    (cgroup_init), changed while loaded (cgroup_set_bandwidth), binds the cgroup as a
+    latency-critical class too, then is lifted ("max")."""
     ncpu = os.cpu_count() or 1
     lim, free = cg_make("slo_bw_lim", weight=1000), cg_make("slo_bw_free", weight=100)
     res = {"ncpu": ncpu, "phases": []}
-    settings = ["20000 100000", "50000 100000", "max 100000"]
+    # (cpu.max of the limited cgroup, its class)
+    settings = [("20000 100000", 0), ("50000 100000", 0), ("30000 100000", LAT_CLASS),
+                ("max 100000", 0)]
     try:
-        (lim / "cpu.max").write_text(settings[0])
+        (lim / "cpu.max").write_text(settings[0][0])
         load()
+        setup_lat_class()
         # keep the timer's map alive past bpftool, as the Python loader does
         sh(["bpftool", "map", "pin", "name", "slo_bw_timer", BW_TIMER_PIN])
         hl = hogs(lim, 2 * ncpu, len(settings) * (args.seconds + 1) + 60)
         hf = hogs(free, 2 * ncpu, len(settings) * (args.seconds + 1) + 60)
         time.sleep(1.5)
-        for i, cpu_max in enumerate(settings):
+        for i, (cpu_max, class_id) in enumerate(settings):
             if i:
                 (lim / "cpu.max").write_text(cpu_max)
+                set_cgroup_class(lim, class_id)
                 time.sleep(0.5)
             t0, ul0, uf0 = time.monotonic(), cg_usage_us(lim), cg_usage_us(free)
+            overrides0 = read_bss().get("nr_bw_overrides")
             time.sleep(args.seconds)
             window = time.monotonic() - t0
             ul, uf = cg_usage_us(lim) - ul0, cg_usage_us(free) - uf0
             res["phases"].append({"cpu_max": (lim / "cpu.max").read_text().strip(),
-                                  "window_s": window, "cpus_limited": ul / window / 1e6,
+                                  "class": class_id, "window_s": window, "cpus_limited": ul / window / 1e6,
                                   "cpus_free": uf / window / 1e6,
-                                  "nr_bw_cgroups": read_bss().get("nr_bw_cgroups")})
+                                  "overrides_at_start": overrides0,
+                                  **{k: v for k, v in read_bss().items()
+                                     if k in ("nr_bw_cgroups", "nr_bw_overrides")}})
         s = read_stats()
         res["nr_throttled"] = sum(c["nr_throttled"] for c in s.values())
         bss = read_bss()
         res["bss"] = {k: bss.get(k) for k in ("nr_bw_cgroups", "nr_bw_releases",
                                                "nr_bw_overrides", "nr_bw_timer_fires",
                                                "nr_bw_scanned", "bw_timer_err",
-                                               "bw_timer_broken")}
+                                               "bw_timer_broken", "bw_override_pid",
+                                               "bw_override_wait_ns")}
+        res["procs"] = {pid: Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+                        for pid in (lim / "cgroup.procs").read_text().split()}
         res.update({"state_end": scx_state(), "exit": read_exit()})
         for h in (hl, hf):
             h.kill()
