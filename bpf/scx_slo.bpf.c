@@ -238,10 +238,8 @@ s64 nr_bw_cgroups;		/* cgroups with a cpu.max quota */
 u64 bw_timer_armed;
 u64 nr_bw_releases;		/* parked tasks put back by the timer */
 u64 nr_bw_overrides;		/* ... put back still throttled, having waited timeout_ms/4 */
-u64 nr_bw_timer_fires;
 s32 bw_override_pid;		/* the last override, for diagnosis */
 u64 bw_override_wait_ns;
-u64 nr_bw_scanned;
 s64 bw_timer_err;		/* the failed bpf_timer_start(), for diagnosis */
 u32 bw_timer_broken;		/* no timer (yet): cpu.max is not enforced */
 u64 bw_last_make;
@@ -547,17 +545,23 @@ static __always_inline bool bw_must_wait(struct task_ctx *tctx, u64 now)
 	return tctx->bw_cgid[0] && !bw_timer_broken && bw_throttled(tctx, now);
 }
 
-/* Park a task of a throttled cgroup until the timer finds quota for it. */
-static __always_inline bool bw_park(struct task_struct *p, struct task_ctx *tctx, u64 enq_flags)
+/* Bookkeeping of a task just put on THROTTLE_DSQ. */
+static __always_inline void bw_parked(struct task_ctx *tctx)
 {
 	struct slo_class_stats *st = class_stats(tctx->class_id);
 
-	if (!bw_arm_timer())
-		return false;
-	slo_dsq_insert(p, THROTTLE_DSQ, tctx->slice_ns, enq_flags);
 	tctx->in_order = 0;
 	if (st)
 		st->nr_throttled++;
+}
+
+/* Park a task of a throttled cgroup until the timer finds quota for it. */
+static __always_inline bool bw_park(struct task_struct *p, struct task_ctx *tctx, u64 enq_flags)
+{
+	if (!bw_arm_timer())
+		return false;
+	slo_dsq_insert(p, THROTTLE_DSQ, tctx->slice_ns, enq_flags);
+	bw_parked(tctx);
 	return true;
 }
 
@@ -577,13 +581,11 @@ static int bw_timer_fn(void *map, int *key, struct bw_timer *t)
 	s32 cpu;
 	int i;
 
-	__sync_fetch_and_add(&nr_bw_timer_fires, 1);
 	if (!bpf_iter_scx_dsq_new(&it, THROTTLE_DSQ, 0)) {
 		bpf_for(i, 0, BW_SCAN_MAX) {
 			q = bpf_iter_scx_dsq_next(&it);
 			if (!q)
 				break;
-			__sync_fetch_and_add(&nr_bw_scanned, 1);
 			tctx = bpf_task_storage_get(&slo_task_ctx, q, 0, 0);
 			/*
 			 * Its class or limits changed while it was parked: resolve them
@@ -656,13 +658,8 @@ static bool take_from(u64 dsq, s32 cpu, u64 now)
 				break;
 			tctx = bpf_task_storage_get(&slo_task_ctx, q, 0, 0);
 			if (tctx && bw_must_wait(tctx, now) && bw_arm_timer()) {
-				if (slo_dsq_move(&it, q, THROTTLE_DSQ, 0)) {
-					struct slo_class_stats *st = class_stats(tctx->class_id);
-
-					tctx->in_order = 0;
-					if (st)
-						st->nr_throttled++;
-				}
+				if (slo_dsq_move(&it, q, THROTTLE_DSQ, 0))
+					bw_parked(tctx);
 				continue;
 			}
 			if (q->migration_disabled || !bpf_cpumask_test_cpu(cpu, q->cpus_ptr))
@@ -719,7 +716,7 @@ s32 BPF_STRUCT_OPS(slo_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake
 
 	tctx = task_ctx_fresh(p);
 	/* out of cpu.max quota: enqueue parks it, no CPU is claimed for it */
-	if (tctx && bw_must_wait(tctx, now_ns()))
+	if (tctx && tctx->bw_cgid[0] && bw_must_wait(tctx, now_ns()))
 		return prev_cpu;
 	cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
 	if (is_idle) {
@@ -913,6 +910,7 @@ static __always_inline bool batch_head_vtime(u64 *vtime)
 static __always_inline bool keep_prev(struct task_struct *prev, struct cpu_ctx *cc, u64 now)
 {
 	struct task_ctx *tctx;
+	bool charged;
 	u64 head;
 
 	if (!prev || !(prev->scx.flags & SCX_TASK_QUEUED) || is_canary(prev))
@@ -921,7 +919,8 @@ static __always_inline bool keep_prev(struct task_struct *prev, struct cpu_ctx *
 	if (!tctx)
 		return false;
 	/* charge the run so far first: out of quota, prev is parked on re-queue */
-	if (tctx->bw_cgid[0]) {
+	charged = tctx->bw_cgid[0];
+	if (charged) {
 		account_run(prev, tctx, cc, now);
 		if (bw_must_wait(tctx, now))
 			return false;
@@ -940,7 +939,8 @@ static __always_inline bool keep_prev(struct task_struct *prev, struct cpu_ctx *
 	/* prev goes on without stopping/running: account its run so far here */
 	if (!tctx->lat && slo_time_before(vtime_now, prev->scx.dsq_vtime))
 		vtime_now = prev->scx.dsq_vtime;
-	account_run(prev, tctx, cc, now);
+	if (!charged)
+		account_run(prev, tctx, cc, now);
 	prev->scx.slice = tctx->slice_ns;
 	return true;
 }

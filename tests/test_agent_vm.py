@@ -6,7 +6,6 @@ Unix socket), runs `scx-slo run` and reports what it saw as JSON.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from fixtures import objects as O
 
 from scx_slo import default_object_path
+from scx_slo.agent import file_sha256 as sha
 
 pytestmark = pytest.mark.vm
 REPO = Path(__file__).resolve().parents[1]
@@ -30,10 +30,6 @@ def next_build(tmp_path_factory) -> Path:
     obj = O.compile_bpf(REPO / "bpf" / "scx_slo.bpf.c", d / "scx_slo.bpf.o")
     assert sha(obj) != sha(Path(str(default_object_path())))
     return d
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from polling import wait_for  # noqa: E402
 from fake_cri import start as start_cri  # noqa: E402
 
 from scx_slo import pins  # noqa: E402
+from scx_slo.agent import attached_ops  # noqa: E402
 from scx_slo.scheduler import Scheduler  # noqa: E402
 from scx_slo.settings.apiclient import ApiClient  # noqa: E402
 
@@ -284,8 +285,7 @@ def main() -> None:
         agent = start_agent(tag)
         out["upgraded"] = bool(wait_for(lambda: "upgraded the scheduler" in agent_log(tag), 120, 0.2))
         out["upgrade_log"] = agent_log(tag)[-1500:]
-        out["after_upgrade"] = [state(), Path("/sys/kernel/sched_ext/root/ops").read_text().strip()
-                                if state() == "enabled" else ""]
+        out["after_upgrade"] = [state(), attached_ops() or ""]
         out["pins_after_upgrade"] = pin_names()
         out["map_after_upgrade"] = {str(k): v for k, v in wait_for(
             lambda: len(pinned_map()) >= 3 and pinned_map(), 30, 0.2).items()} \

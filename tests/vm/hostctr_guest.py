@@ -27,16 +27,17 @@ sys.path.insert(0, str(SRC / "tests" / "vm"))
 from fake_bottlerocket_api import start as start_api  # noqa: E402
 from polling import wait_for  # noqa: E402
 
+from scx_slo.agent import attached_ops  # noqa: E402
+from scx_slo.scheduler import sched_ext_state  # noqa: E402
+
 NAME = "scx-slo"
-SCX = Path("/sys/kernel/sched_ext")
 WORK = Path("/tmp/host-ctr")
 API_SOCK = WORK / "api.sock"
 PIN_PARENT = Path("/sys/fs/bpf/scx-slo")
 
 
 def sched_ext() -> tuple[str, str]:
-    ops = SCX / "root" / "ops"
-    return (SCX / "state").read_text().strip(), ops.read_text().strip() if ops.exists() else ""
+    return sched_ext_state(), attached_ops() or ""
 
 
 

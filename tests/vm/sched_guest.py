@@ -440,26 +440,20 @@ def scenario_bandwidth(args) -> dict:
                 set_cgroup_class(lim, class_id)
                 time.sleep(0.5)
             t0, ul0, uf0 = time.monotonic(), cg_usage_us(lim), cg_usage_us(free)
-            overrides0 = read_bss().get("nr_bw_overrides")
             time.sleep(args.seconds)
             window = time.monotonic() - t0
             ul, uf = cg_usage_us(lim) - ul0, cg_usage_us(free) - uf0
             res["phases"].append({"cpu_max": (lim / "cpu.max").read_text().strip(),
                                   "class": class_id, "window_s": window, "cpus_limited": ul / window / 1e6,
                                   "cpus_free": uf / window / 1e6,
-                                  "overrides_at_start": overrides0,
-                                  **{k: v for k, v in read_bss().items()
-                                     if k in ("nr_bw_cgroups", "nr_bw_overrides")}})
+                                  "nr_bw_cgroups": read_bss().get("nr_bw_cgroups")})
         s = read_stats()
         res["nr_throttled"] = sum(c["nr_throttled"] for c in s.values())
         bss = read_bss()
         res["bss"] = {k: bss.get(k) for k in ("nr_bw_cgroups", "nr_bw_releases",
-                                               "nr_bw_overrides", "nr_bw_timer_fires",
-                                               "nr_bw_scanned", "bw_timer_err",
+                                               "nr_bw_overrides", "bw_timer_err",
                                                "bw_timer_broken", "bw_override_pid",
                                                "bw_override_wait_ns")}
-        res["procs"] = {pid: Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
-                        for pid in (lim / "cgroup.procs").read_text().split()}
         res.update({"state_end": scx_state(), "exit": read_exit()})
         for h in (hl, hf):
             h.kill()

@@ -349,9 +349,10 @@ def run_setup(setup: Setup, p: Params, log: Callable[[str], None]) -> dict:
             cap = window * ncpu * 1e6
             used = res["cpu_usage_us"]["batch"]
             res["batch_cpu_share"] = used / cap
-            # what the batch took of the CPU time nobody else wanted (the rest
-            # went to the critical pod, the load generator, the probe and the
-            # system): near 1.0 means the policy stayed work-conserving
+            # what the batch took of the CPU time nobody else wanted: capacity
+            # minus the critical pod (server, load generator, probe) minus what
+            # ran outside the pods (the guest's harness, kernel threads), which is
+            # batch + idle; near 1.0 means the policy stayed work-conserving
             res["batch_cpu_of_available"] = used / max(used + res["idle_us"], 1.0)
             try:
                 hogs.wait(timeout=p.measure_s * 4 + 60)
