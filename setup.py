@@ -26,7 +26,11 @@ def compile_bpf(out_dir: Path) -> None:
                "-I", "bpf/include", "-I", "bpf",
                "-c", str(src.relative_to(HERE)), "-o", str(obj)]
         print(" ".join(cmd))
-        subprocess.run(cmd, check=True, cwd=HERE)
+        # clang-19 orders the BTF forward declarations of some objects one way
+        # when SOURCE_DATE_EPOCH is set (as the image build sets it) and another
+        # when it is not (seen: the same source, two objects). Always set it.
+        env = {**os.environ, "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "0")}
+        subprocess.run(cmd, check=True, cwd=HERE, env=env)
 
 
 class BuildPyWithBpf(build_py):

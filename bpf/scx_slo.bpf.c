@@ -4,12 +4,13 @@
  *
  * Policy:
  *  - Full switch: every SCHED_NORMAL/BATCH/IDLE task is scheduled here.
- *  - Class: a task's SLO class comes from its cgroup. scx_bpf_task_cgroup(p)
- *    and its ancestors (deepest first, at most SLO_MAX_WALK levels) are looked
- *    up in slo_cgroups (cgroup id -> class), so a container scope inherits its
- *    pod slice's class. The result is cached in task storage and recomputed
- *    when user space bumps slo_gen, when cpu.weight changes, or when the task
- *    moves cgroup. Class 0 is the default (batch) class.
+ *  - Class: a task's SLO class comes from its cgroup (the one init_task and
+ *    cgroup_move name). It and its ancestors (deepest first, at most
+ *    SLO_MAX_WALK levels) are looked up in slo_cgroups (cgroup id -> class),
+ *    so a container scope inherits its pod slice's class. The result is cached
+ *    in task storage and recomputed, from the cgroup id, when user space bumps
+ *    slo_gen, when cpu.weight changes, or when the task moves cgroup. Class 0
+ *    is the default (batch) class.
  *  - Latency-critical classes: on wakeup take an idle CPU if there is one;
  *    otherwise queue on LAT_DSQ ordered by deadline (wakeup + class budget)
  *    and preempt one CPU that runs lower-class work (SCX_KICK_PREEMPT), at
@@ -285,14 +286,15 @@ static __always_inline bool is_canary(const struct task_struct *p)
 
 /*
  * Resolve a task's class, cgroup weight chain and cpu.max limits from its
- * cgroup @cgrp (a reference this releases). Walks from the cgroup towards the
- * root; the deepest cgroup present in slo_cgroups decides the class. True if
- * the task left a latency-critical class.
+ * cgroup, by id. Walks from the cgroup towards the root; the deepest cgroup
+ * present in slo_cgroups decides the class. A global function: the verifier
+ * checks it once, not at every call site. Returns 1 if the task left a
+ * latency-critical class. Safe in any context (it takes no task).
  */
-static __always_inline bool resolve_class_in(struct task_ctx *tctx, struct cgroup *cgrp)
+__noinline int resolve_class_id(struct task_ctx *tctx __arg_nonnull, u64 cgid)
 {
 	struct slo_class_cfg *cfg;
-	struct cgroup *anc;
+	struct cgroup *cgrp, *anc;
 	u64 chain = SLO_W_ONE;
 	u32 cls = 0, i, n;
 	bool found = false, left_lat;
@@ -304,12 +306,12 @@ static __always_inline bool resolve_class_in(struct task_ctx *tctx, struct cgrou
 		tctx->bw_cgid[i] = 0;
 	tctx->nr_bw = 0;
 
+	cgrp = cgid ? bpf_cgroup_from_id(cgid) : NULL;
 	if (!cgrp)
 		goto set;
-	tctx->cgid = cgrp->kn->id;
 	level = cgrp->level;
 
-	for (i = 0; i < SLO_MAX_WALK; i++) {
+	bpf_for(i, 0, SLO_MAX_WALK) {
 		struct slo_class_entry *ent;
 		struct cg_info *ci;
 		u64 id;
@@ -372,19 +374,17 @@ set:
 	return left_lat;
 }
 
-/* ... from the task's cgroup, for a task whose runqueue is locked (ops callbacks). */
-static __always_inline void resolve_class(struct task_struct *p, struct task_ctx *tctx)
+static __always_inline bool task_ctx_stale(struct task_ctx *tctx)
 {
-	/*
-	 * Leaving a latency-critical class: dsq_vtime holds the last deadline
-	 * (a clock value), not a virtual time; start from the present one.
-	 * (Callers hold tasks that are not on a DSQ.)
-	 */
-	if (resolve_class_in(tctx, scx_bpf_task_cgroup(p)))
-		p->scx.dsq_vtime = vtime_now;
+	return tctx->gen != slo_gen_now() || tctx->wgen != weight_gen;
 }
 
-/* Task context with an up-to-date class; NULL only if storage is missing. */
+/*
+ * Task context with an up-to-date class; NULL only if storage is missing.
+ * The cgroup id comes from init_task and cgroup_move, so this needs no
+ * kfunc on @p and may be called on any task the scheduler holds (dispatch's
+ * prev, tick's current, a task met on a DSQ), not only the operation's own.
+ */
 static __always_inline struct task_ctx *task_ctx_fresh(struct task_struct *p)
 {
 	struct task_ctx *tctx;
@@ -392,8 +392,13 @@ static __always_inline struct task_ctx *task_ctx_fresh(struct task_struct *p)
 	tctx = bpf_task_storage_get(&slo_task_ctx, p, 0, 0);
 	if (!tctx)
 		return NULL;
-	if (tctx->gen != slo_gen_now() || tctx->wgen != weight_gen)
-		resolve_class(p, tctx);
+	/*
+	 * Leaving a latency-critical class: dsq_vtime holds the last deadline
+	 * (a clock value), not a virtual time; start from the present one.
+	 * (Callers hold tasks that are not on a DSQ.)
+	 */
+	if (task_ctx_stale(tctx) && resolve_class_id(tctx, tctx->cgid))
+		p->scx.dsq_vtime = vtime_now;
 	return tctx;
 }
 
@@ -440,14 +445,14 @@ static __always_inline void bw_refill(struct cg_info *ci, u64 now)
  * come: charge @used ns of run time to each, and say whether any of them is
  * out of quota.
  */
-static __always_inline bool bw_account(struct task_ctx *tctx, u64 used, u64 now)
+__noinline int bw_account(struct task_ctx *tctx __arg_nonnull, u64 used, u64 now)
 {
 	struct cg_info *ci;
-	bool out = false;
+	int out = 0;
 	u64 id;
 	u32 i;
 
-	for (i = 0; i < SLO_BW_LEVELS; i++) {
+	bpf_for(i, 0, SLO_BW_LEVELS) {
 		id = tctx->bw_cgid[i];
 		if (!id)
 			break;
@@ -458,7 +463,7 @@ static __always_inline bool bw_account(struct task_ctx *tctx, u64 used, u64 now)
 		if (used)
 			__sync_fetch_and_sub(&ci->runtime, (s64)used);
 		if (ci->runtime <= 0)
-			out = true;
+			out = 1;
 	}
 	return out;
 }
@@ -566,14 +571,17 @@ static __always_inline bool bw_park(struct task_struct *p, struct task_ctx *tctx
 }
 
 /*
- * The timer: put parked tasks whose cgroups have quota again (or that waited
+ * Put parked tasks whose cgroups have quota again (or that waited
  * timeout_ms/4, so the watchdog never sees a cpu.max wait) back on their
  * queue, latency-critical by deadline, the rest by vtime; wake an idle CPU.
- * It re-arms itself while tasks are parked.
+ * A global function, so the timer callback that calls it is cheap to verify
+ * from each program that sets the callback. It takes the RCU read lock for
+ * the DSQ iterator itself: one of those programs (init) is sleepable, and
+ * the 6.12 verifier then does not count the callback as an RCU section.
  */
-static int bw_timer_fn(void *map, int *key, struct bw_timer *t)
+__noinline int bw_release_parked(u64 now)
 {
-	u64 now = now_ns(), limit = (u64)timeout_ms * 1000 * 1000 / 4, vtime;
+	u64 limit = (u64)timeout_ms * 1000 * 1000 / 4, vtime;
 	struct bpf_iter_scx_dsq it;
 	struct task_struct *q;
 	struct task_ctx *tctx;
@@ -581,6 +589,7 @@ static int bw_timer_fn(void *map, int *key, struct bw_timer *t)
 	s32 cpu;
 	int i;
 
+	bpf_rcu_read_lock();
 	if (!bpf_iter_scx_dsq_new(&it, THROTTLE_DSQ, 0)) {
 		bpf_for(i, 0, BW_SCAN_MAX) {
 			q = bpf_iter_scx_dsq_next(&it);
@@ -588,14 +597,10 @@ static int bw_timer_fn(void *map, int *key, struct bw_timer *t)
 				break;
 			tctx = bpf_task_storage_get(&slo_task_ctx, q, 0, 0);
 			/*
-			 * Its class or limits changed while it was parked: resolve them
-			 * now (from the cgroup id: its runqueue is not ours to lock), or
-			 * it would go back to the queue of its old class.
+			 * Its class or limits changed while it was parked: resolve
+			 * them now, or it would go back to the queue of its old class.
 			 */
-			left_lat = false;
-			if (tctx && tctx->cgid &&
-			    (tctx->gen != slo_gen_now() || tctx->wgen != weight_gen))
-				left_lat = resolve_class_in(tctx, bpf_cgroup_from_id(tctx->cgid));
+			left_lat = tctx && task_ctx_stale(tctx) && resolve_class_id(tctx, tctx->cgid);
 			late = !tctx || now - tctx->enq_at > limit;
 			if (!late && bw_throttled(tctx, now))
 				continue;
@@ -628,7 +633,14 @@ static int bw_timer_fn(void *map, int *key, struct bw_timer *t)
 		}
 	}
 	bpf_iter_scx_dsq_destroy(&it);
+	bpf_rcu_read_unlock();
+	return 0;
+}
 
+/* The timer: release what it can; it re-arms itself while tasks are parked. */
+static int bw_timer_fn(void *map, int *key, struct bw_timer *t)
+{
+	bw_release_parked(now_ns());
 	/* a task parked after the scan above sees armed == 0 and re-arms */
 	bw_timer_armed = 0;
 	if (scx_bpf_dsq_nr_queued(THROTTLE_DSQ) > 0 &&
@@ -641,7 +653,7 @@ static int bw_timer_fn(void *map, int *key, struct bw_timer *t)
  * Move the first task of @dsq this CPU may run to its local DSQ. With cpu.max
  * in use, tasks of throttled cgroups met on the way are parked instead.
  */
-static bool take_from(u64 dsq, s32 cpu, u64 now)
+__noinline int take_from(u64 dsq, s32 cpu, u64 now)
 {
 	struct bpf_iter_scx_dsq it;
 	struct task_struct *q;
@@ -946,7 +958,7 @@ static __always_inline bool keep_prev(struct task_struct *prev, struct cpu_ctx *
 }
 
 /* Starvation scan: run the longest-waiting-looking tail of BATCH_DSQ if it waited too long. */
-static __always_inline bool rescue_starved(s32 cpu, u64 now)
+__noinline int rescue_starved(s32 cpu, u64 now)
 {
 	struct task_struct *q;
 	struct task_ctx *tctx;
@@ -1146,7 +1158,7 @@ void BPF_STRUCT_OPS(slo_enable, struct task_struct *p)
 	p->scx.dsq_vtime = vtime_now;
 }
 
-/* init_task: allocate the task context; its class resolves on first use. */
+/* init_task: allocate the task context, note its cgroup; its class resolves on first use. */
 s32 BPF_STRUCT_OPS(slo_init_task, struct task_struct *p, struct scx_init_task_args *args)
 {
 	struct task_ctx *tctx;
@@ -1155,6 +1167,8 @@ s32 BPF_STRUCT_OPS(slo_init_task, struct task_struct *p, struct scx_init_task_ar
 	if (!tctx)
 		return -12;	/* -ENOMEM */
 	tctx->gen = ~0ULL;
+	if (args->cgroup)
+		tctx->cgid = args->cgroup->kn->id;
 	return 0;
 }
 

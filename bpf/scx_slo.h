@@ -1,17 +1,23 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * scx_slo.h - the small set of helpers scx_slo.bpf.c needs: struct_ops
- * program macros, error/exit reporting, and kfunc wrappers that resolve the
- * 6.12 names (scx_bpf_dispatch*, scx_bpf_consume, scx_bpf_dispatch_from_dsq)
- * or the 6.13+ names (scx_bpf_dsq_insert*, scx_bpf_dsq_move_to_local,
- * scx_bpf_dsq_move) at load time with bpf_ksym_exists(), so that one object
- * loads on kernels 6.12 .. 7.x.
+ * program macros, error/exit reporting, and kfunc wrappers that pick, at load
+ * time with bpf_ksym_exists(), the newest form the kernel has of each kfunc:
+ *   insert:        scx_bpf_dsq_insert___v2 (returns bool), scx_bpf_dsq_insert
+ *                  (6.13), scx_bpf_dispatch (6.12)
+ *   insert_vtime:  __scx_bpf_dsq_insert_vtime (an argument struct),
+ *                  scx_bpf_dsq_insert_vtime (6.13), scx_bpf_dispatch_vtime (6.12)
+ *   move_to_local: scx_bpf_dsq_move_to_local___v2 (takes enq_flags),
+ *                  scx_bpf_dsq_move_to_local (6.13), scx_bpf_consume (6.12)
+ *   move*:         scx_bpf_dsq_move* (6.13), scx_bpf_dispatch_from_dsq* (6.12)
+ * so that one object loads on kernels 6.12 .. 7.x, and keeps loading once
+ * upstream drops the older forms.
  *
- * The 6.13+ kfuncs are declared (__weak __ksym) by vmlinux.h, generated
- * from a 7.3 kernel. The 6.12 names are declared here with a "___compat"
- * flavour suffix: libbpf strips everything from the last "___" when it
- * resolves a ksym, so they bind to the old kernel names and read as zero
- * (and are dead-code eliminated by the verifier) where the kernel lacks them.
+ * vmlinux.h (from a 7.3 kernel) declares the kfuncs it has (__weak __ksym).
+ * The others are declared here with a "___compat" flavour suffix: libbpf
+ * strips everything from the last "___" when it resolves a ksym, so they
+ * bind to the kernel's names and read as zero (and are dead-code eliminated
+ * by the verifier) where the kernel lacks them.
  */
 #ifndef __SCX_SLO_H
 #define __SCX_SLO_H
@@ -49,10 +55,19 @@ bool scx_bpf_dispatch_vtime_from_dsq___compat(struct bpf_iter_scx_dsq *it__iter,
 void scx_bpf_dispatch_from_dsq_set_vtime___compat(struct bpf_iter_scx_dsq *it__iter,
 						  u64 vtime) __ksym __weak;
 
+/* 7.x forms, named as the kernel names them (flavour suffix stripped by libbpf). */
+bool scx_bpf_dsq_insert___v2___compat(struct task_struct *p, u64 dsq_id, u64 slice,
+				      u64 enq_flags) __ksym __weak;
+bool __scx_bpf_dsq_insert_vtime___compat(struct task_struct *p,
+					 struct scx_bpf_dsq_insert_vtime_args *args) __ksym __weak;
+bool scx_bpf_dsq_move_to_local___v2___compat(u64 dsq_id, u64 enq_flags) __ksym __weak;
+
 static __always_inline void slo_dsq_insert(struct task_struct *p, u64 dsq_id,
 					   u64 slice, u64 enq_flags)
 {
-	if (bpf_ksym_exists(scx_bpf_dsq_insert))
+	if (bpf_ksym_exists(scx_bpf_dsq_insert___v2___compat))
+		scx_bpf_dsq_insert___v2___compat(p, dsq_id, slice, enq_flags);
+	else if (bpf_ksym_exists(scx_bpf_dsq_insert))
 		scx_bpf_dsq_insert(p, dsq_id, slice, enq_flags);
 	else
 		scx_bpf_dispatch___compat(p, dsq_id, slice, enq_flags);
@@ -62,14 +77,23 @@ static __always_inline void slo_dsq_insert_vtime(struct task_struct *p,
 						 u64 dsq_id, u64 slice,
 						 u64 vtime, u64 enq_flags)
 {
-	if (bpf_ksym_exists(scx_bpf_dsq_insert_vtime))
+	if (bpf_ksym_exists(__scx_bpf_dsq_insert_vtime___compat)) {
+		struct scx_bpf_dsq_insert_vtime_args args = {
+			.dsq_id = dsq_id, .slice = slice, .vtime = vtime, .enq_flags = enq_flags,
+		};
+
+		__scx_bpf_dsq_insert_vtime___compat(p, &args);
+	} else if (bpf_ksym_exists(scx_bpf_dsq_insert_vtime)) {
 		scx_bpf_dsq_insert_vtime(p, dsq_id, slice, vtime, enq_flags);
-	else
+	} else {
 		scx_bpf_dispatch_vtime___compat(p, dsq_id, slice, vtime, enq_flags);
+	}
 }
 
 static __always_inline bool slo_dsq_move_to_local(u64 dsq_id)
 {
+	if (bpf_ksym_exists(scx_bpf_dsq_move_to_local___v2___compat))
+		return scx_bpf_dsq_move_to_local___v2___compat(dsq_id, 0);
 	if (bpf_ksym_exists(scx_bpf_dsq_move_to_local))
 		return scx_bpf_dsq_move_to_local(dsq_id);
 	return scx_bpf_consume___compat(dsq_id);

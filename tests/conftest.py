@@ -1,29 +1,58 @@
-"""Shared fixtures. Tests marked `vm` boot the Debian sched_ext kernel under qemu.
+"""Shared fixtures. Tests marked `vm` boot a sched_ext kernel under qemu.
 
-`vm` is one machine (1 vCPU) shared by the whole session: tests that use it
-must leave it as they found it (scheduler detached, cgroups removed).
-`vm_factory(cpus=N)` boots a private one for tests that need another shape or
-would disturb others; it is powered off at the end of the test's module.
+Every test that uses `vm` or `vm_factory` runs once per VM kernel: 7.3
+(Debian's cloud kernel, downloaded) and 6.12 (built here with Bottlerocket's
+scheduler configuration; `scx-slo vm kernel build 6.12`). `--vm-kernel NAME`
+(repeatable) or $SCX_SLO_TEST_KERNELS (comma-separated) picks fewer.
+
+`vm` is one machine (1 vCPU) per kernel shared by the whole session: tests
+that use it must leave it as they found it (scheduler detached, cgroups
+removed). `vm_factory(cpus=N)` boots a private one for tests that need another
+shape or would disturb others; it is powered off at the end of the test's module.
 """
 from __future__ import annotations
+
+import os
 
 import pytest
 
 from scx_slo.vm import Vm
+from scx_slo.vm.kernels import NAMES
+
+
+def pytest_addoption(parser):
+    parser.addoption("--vm-kernel", action="append", choices=NAMES, default=None,
+                     help="run the VM tests on this kernel only (repeatable; default: all)")
+
+
+def _kernels(config) -> list[str]:
+    chosen = config.getoption("--vm-kernel")
+    if not chosen and os.environ.get("SCX_SLO_TEST_KERNELS"):
+        chosen = [k.strip() for k in os.environ["SCX_SLO_TEST_KERNELS"].split(",") if k.strip()]
+    unknown = set(chosen or ()) - set(NAMES)
+    if unknown:
+        raise pytest.UsageError(f"unknown VM kernel(s) {', '.join(sorted(unknown))}: "
+                                f"choose from {', '.join(NAMES)}")
+    return list(chosen or NAMES)
+
+
+def pytest_generate_tests(metafunc):
+    if "vm_kernel" in metafunc.fixturenames:
+        metafunc.parametrize("vm_kernel", _kernels(metafunc.config), scope="session")
 
 
 @pytest.fixture(scope="session")
-def vm():
-    with Vm(cpus=1, mem_mb=1024) as machine:
+def vm(vm_kernel):
+    with Vm(cpus=1, mem_mb=1024, kernel=vm_kernel) as machine:
         yield machine
 
 
 @pytest.fixture(scope="module")
-def vm_factory():
+def vm_factory(vm_kernel):
     machines: list[Vm] = []
 
     def boot(cpus: int = 1, mem_mb: int = 1024, **kwargs) -> Vm:
-        machine = Vm(cpus=cpus, mem_mb=mem_mb, **kwargs)
+        machine = Vm(cpus=cpus, mem_mb=mem_mb, kernel=vm_kernel, **kwargs)
         machine.start()
         machines.append(machine)
         return machine

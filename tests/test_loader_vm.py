@@ -160,3 +160,26 @@ def test_gate_checks_against_the_real_kernel_btf(vm):
     assert report["kernel_btf"] == "/sys/kernel/btf/vmlinux"
     checks = {c["name"]: c["status"] for c in report["checks"]}
     assert checks["kernel.struct_ops"] == "pass" and checks["kfuncs"] == "pass"
+
+
+HEADROOM = 0.5     # of the verifier's 1M-instruction budget, per program
+
+
+def test_every_program_verifies_with_headroom(vm, vm_kernel):
+    """The shipped object loads on this kernel, each program well under the verifier's limit."""
+    r = _py(vm, """
+        import json
+        from scx_slo.scheduler import VERIFIER_LIMIT, sched_ext_state, trial_load
+        print(json.dumps({"insns": trial_load(), "limit": VERIFIER_LIMIT,
+                          "state": sched_ext_state()}))
+    """)
+    res = _json_line(r)
+    insns = res["insns"]
+    print(f"\nverified instructions on {vm_kernel} ({vm.kernel_release}):")
+    for name, n in sorted(insns.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:28} {n:>8}  {100 * n / res['limit']:5.1f}%")
+    assert {"slo_dispatch", "slo_enqueue", "slo_select_cpu", "slo_init"} <= set(insns)
+    over = {name: n for name, n in insns.items() if n >= HEADROOM * res["limit"]}
+    assert not over, f"programs over {HEADROOM:.0%} of the verifier's limit: {over}"
+    assert all(n > 0 for n in insns.values()), insns
+    assert res["state"] == "disabled"    # a trial load attaches nothing

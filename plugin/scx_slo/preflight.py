@@ -120,6 +120,26 @@ class Preflight:
             return Check("libbpf", False, f"libbpf binding unusable: {e}",
                          "install libbpf >= 1.4 (bookworm-backports libbpf1) and reinstall scx-slo")
 
+    def verifier(self) -> Check:
+        """Load the shipped object without attaching it: does this kernel's verifier take it?"""
+        hint = "run `scx-slo check` as root on a kernel with sched_ext and BTF"
+        if self.root != Path("/") or self._read("/sys/kernel/sched_ext/state") is None:
+            return Check("verifier", False, "not tried: no sched_ext here", hint)
+        if not self.privileges().ok:
+            return Check("verifier", False, "not tried: missing privileges", hint)
+        from scx_slo.errors import ScxSloError
+        from scx_slo.scheduler import VERIFIER_LIMIT, trial_load
+        try:
+            insns = trial_load()
+        except ScxSloError as e:
+            first = str(e).strip().splitlines()
+            return Check("verifier", False, f"the object does not load here: {first[0] if first else e}",
+                         "this kernel's verifier refuses scx_slo: report it with `scx-slo inspect` "
+                         "and the kernel release")
+        name, most = max(insns.items(), key=lambda kv: kv[1])
+        return Check("verifier", True, f"{len(insns)} programs load; largest {name}: {most} "
+                     f"instructions, {100 * most / VERIFIER_LIMIT:.1f}% of the limit")
+
     def run(self) -> list[Check]:
         return [self.kernel(), self.sched_ext(), self.btf(), self.cgroup(), self.privileges(),
-                self.bpffs(), self.other_scheduler(), self.libbpf()]
+                self.bpffs(), self.other_scheduler(), self.libbpf(), self.verifier()]

@@ -241,6 +241,12 @@ class Scheduler:
         for spec in gate.REQUIRED_MAPS:
             self.maps[spec.name] = obj.map(spec.name)
 
+    def verified_insns(self) -> dict[str, int]:
+        """After load(): instructions the verifier processed, per program."""
+        if self.obj is None or not self.obj.loaded:
+            raise SchedulerError("load() before verified_insns()")
+        return self.obj.verified_insns()
+
     def attach(self):
         if self.obj is None or not self.obj.loaded:
             raise SchedulerError("load() before attach()")
@@ -346,6 +352,20 @@ class Scheduler:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+VERIFIER_LIMIT = 1_000_000   # BPF_COMPLEXITY_LIMIT_INSNS: the verifier's budget per program
+
+
+def trial_load(object_path: str | os.PathLike | None = None) -> dict[str, int]:
+    """Gate and load the object without attaching it; verified instructions per program.
+
+    Raises gate.GateRefused or libbpf.VerifierError (with the log) where the
+    object cannot run on this kernel. Nothing stays loaded.
+    """
+    with Scheduler.open(object_path) as s:
+        s.load()
+        return s.verified_insns()
 
 
 def _sum_records(records: list):

@@ -1,8 +1,9 @@
-"""`scx-slo vm build|run`: the sched_ext test VM.
+"""`scx-slo vm build|kernel build|run`: the sched_ext test VM.
 
-`vm run [--cpus N] [--mem MB] -- COMMAND...` boots the Debian sched_ext kernel
-under qemu with this checkout inside, runs COMMAND as root, streams its output
-and exits with its exit code.
+`vm run [--kernel 7.3|6.12] [--cpus N] [--mem MB] -- COMMAND...` boots a
+sched_ext kernel under qemu with this checkout inside, runs COMMAND as root,
+streams its output and exits with its exit code. `vm kernel build 6.12`
+builds the 6.12 kernel (cached; a second run is instant).
 """
 from __future__ import annotations
 
@@ -11,9 +12,17 @@ import sys
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from scx_slo.vm.kernels import DEFAULT, NAMES
+
     sub = p.add_subparsers(dest="vm_command", metavar="ACTION", required=True)
-    sub.add_parser("build", help="download the kernel and build the guest rootfs (cached)")
+    b = sub.add_parser("build", help="get the kernel and build the guest rootfs (cached)")
+    b.add_argument("--kernel", choices=NAMES, help=f"VM kernel (default $SCX_SLO_VM_KERNEL or {DEFAULT})")
+    k = sub.add_parser("kernel", help="the VM's kernels")
+    ksub = k.add_subparsers(dest="kernel_command", metavar="ACTION", required=True)
+    kb = ksub.add_parser("build", help="download or build a VM kernel (cached), print where it is")
+    kb.add_argument("name", choices=NAMES)
     r = sub.add_parser("run", help="boot the VM, run COMMAND in it, power off")
+    r.add_argument("--kernel", choices=NAMES, help=f"VM kernel (default $SCX_SLO_VM_KERNEL or {DEFAULT})")
     r.add_argument("--cpus", type=int, default=1, help="virtual CPUs (default 1)")
     r.add_argument("--mem", type=int, default=1024, metavar="MB", help="guest memory (default 1024)")
     r.add_argument("--timeout", type=float, default=3600, help="seconds COMMAND may run")
@@ -23,14 +32,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from scx_slo.errors import ScxSloError
-    from scx_slo.vm import Vm, build
+    from scx_slo.vm import Vm, build, kernels
+    from scx_slo.vm.cache import cache_dir
 
     def progress(msg: str) -> None:
         print(f"vm: {msg}", file=sys.stderr, flush=True)
 
     try:
         if args.vm_command == "build":
-            build(progress=progress)
+            build(progress=progress, kernel=args.kernel)
+            return 0
+        if args.vm_command == "kernel":
+            k = kernels.get(args.name, cache_dir(), progress=progress)
+            print(f"{args.name}: {k.version} {k.vmlinuz}")
             return 0
         argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         if not argv:
@@ -41,7 +55,7 @@ def run(args) -> int:
             (sys.stdout if name == "stdout" else sys.stderr).write(data)
             (sys.stdout if name == "stdout" else sys.stderr).flush()
 
-        with Vm(cpus=args.cpus, mem_mb=args.mem) as vm:
+        with Vm(cpus=args.cpus, mem_mb=args.mem, kernel=args.kernel) as vm:
             progress(f"booted {vm.kernel_release} ({vm.accel}, {args.cpus} vCPU)")
             result = vm.run(argv, timeout=args.timeout, on_output=stream)
             if args.console:

@@ -106,6 +106,35 @@ class BpfObject:
         errors.check(f"autoload of program {name!r}",
                      lib.bpf_program__set_autoload(self._program(name), autoload))
 
+    def _program_fd(self, name: str) -> int:
+        if not self.loaded:
+            raise errors.LibbpfError(f"program {name!r}", errno.EBADF, detail="object is not loaded")
+        return errors.check(f"fd of program {name!r}", lib.bpf_program__fd(self._program(name)))
+
+    def verified_insns(self) -> dict[str, int]:
+        """After load(): instructions the verifier processed, per loaded program."""
+        out = {}
+        for name in self.programs:
+            if not self.autoload(name):
+                continue
+            info = ffi.new("struct bpf_prog_info *")
+            size = ffi.new("__u32 *", ffi.sizeof("struct bpf_prog_info"))
+            errors.check(f"info of program {name!r}",
+                         lib.bpf_prog_get_info_by_fd(self._program_fd(name), info, size))
+            out[name] = int(info.verified_insns)
+        return out
+
+    def run(self, name: str, ctx: bytes) -> int:
+        """Run a loaded SEC("syscall") program once with `ctx` as its context; its return value."""
+        opts = ffi.new("struct bpf_test_run_opts *")
+        opts.sz = ffi.sizeof("struct bpf_test_run_opts")
+        buf = ffi.from_buffer(ctx)
+        opts.ctx_in = buf
+        opts.ctx_size_in = len(ctx)
+        errors.check(f"run of program {name!r}",
+                     lib.bpf_prog_test_run_opts(self._program_fd(name), opts))
+        return int(opts.retval)
+
     # -- load / attach ----------------------------------------------------------
     @property
     def kernel_log(self) -> str:

@@ -24,6 +24,7 @@ from typing import Callable
 
 from scx_slo.errors import ScxSloError
 from scx_slo.vm import kernel as kernel_mod
+from scx_slo.vm import kernels
 from scx_slo.vm import payload as payload_mod
 from scx_slo.vm import rootfs as rootfs_mod
 from scx_slo.vm.cache import cache_dir
@@ -105,10 +106,11 @@ class Vm:
 
     def __init__(self, cpus: int = 1, mem_mb: int = 1024, boot_timeout: float = 300,
                  cmdline_extra: str = "", console: Path | None = None,
-                 trees: dict[str, Path] | None = None):
+                 trees: dict[str, Path] | None = None, kernel: str | None = None):
         if cpus < 1 or mem_mb < 512:
             raise VmError("the VM needs at least 1 CPU and 512 MiB of memory")
         self.cpus, self.mem_mb = cpus, mem_mb
+        self.kernel = kernel or kernels.default_name()   # a name in kernels.NAMES
         self.boot_timeout = boot_timeout
         self.cmdline_extra = cmdline_extra
         self.console = console
@@ -133,7 +135,7 @@ class Vm:
         if shutil.which(QEMU) is None:
             raise VmError(f"{QEMU} not found: run scripts/setup.sh (apt-get install qemu-system-x86)")
         cache = cache_dir()
-        kernel = kernel_mod.fetch(cache)
+        kernel = kernels.get(self.kernel, cache, progress=log.warning)
         rootfs = rootfs_mod.image_path(cache)
         if not rootfs.exists():
             raise VmError(f"no VM rootfs at {rootfs}: run `scx-slo vm build` (or scripts/setup.sh)")
@@ -296,9 +298,9 @@ class Vm:
                               msg.get("timed_out", False))
 
 
-def build(progress=print) -> tuple[kernel_mod.Kernel, Path]:
-    """Fetch the kernel and build the rootfs (both cached)."""
+def build(progress=print, kernel: str | None = None) -> tuple[kernel_mod.Kernel, Path]:
+    """Fetch or build the kernel and build the rootfs (both cached)."""
     cache = cache_dir()
-    k = kernel_mod.fetch(cache)
+    k = kernels.get(kernel or kernels.default_name(), cache, progress=progress)
     progress(f"kernel: {k.version} ({k.vmlinuz})")
     return k, rootfs_mod.build(cache, progress=progress)
