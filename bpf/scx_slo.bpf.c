@@ -13,15 +13,18 @@
  *    is the default (batch) class.
  *  - Latency-critical classes: on wakeup take an idle CPU if there is one;
  *    otherwise queue on LAT_DSQ ordered by deadline (wakeup + class budget)
- *    and preempt one CPU that runs lower-class work (SCX_KICK_PREEMPT), at
- *    most one kick in flight per CPU. Short slices. A CPU that already runs
+ *    and preempt one CPU that runs lower-class work (SCX_KICK_PREEMPT). A
+ *    waker claims its victim atomically; the claim ends when the victim
+ *    reschedules or after KICK_CLAIM_NS, so one kick per CPU is in flight
+ *    and a lost one does not take the CPU out of reach. Short slices. A CPU that already runs
  *    latency-critical work is never kicked, so there is no kick/resched loop.
  *  - Everything else: weighted virtual time on BATCH_DSQ. A task's weight is
  *    p->scx.weight x its class weight x the product of cpu.weight/100 along
  *    its cgroup chain (kept by cgroup_init/cgroup_set_weight), divided by the
  *    number of runnable tasks in its cgroup, so cgroups share by cpu.weight.
- *  - cpu.max (cgroup_init/cgroup_set_bandwidth, >= 6.17): a cgroup with a
- *    quota gets that much run time per period, charged to it and to every
+ *  - cpu.max (cgroup_init/cgroup_set_bandwidth from 6.17; before that user
+ *    space reads cgroupfs into slo_cg_bw, applied when a task of the cgroup
+ *    resolves): a cgroup with a quota gets that much run time per period, charged to it and to every
  *    limited ancestor (the nearest SLO_BW_LEVELS, cached per task). A task of
  *    a cgroup out of quota is parked on THROTTLE_DSQ (at enqueue, at dispatch
  *    when it reaches a queue's head, at the tick when it runs); a BPF timer
@@ -67,6 +70,7 @@ char _license[] SEC("license") = "GPL";
 
 #define SLO_W_ONE		65536ULL	/* cgroup chain weight 1.0 */
 #define STARVE_SCAN_NS		(100ULL * 1000 * 1000)
+#define KICK_CLAIM_NS		(4ULL * 1000 * 1000)	/* a victim claim lapses (the kick was lost) */
 #define STARVE_SCAN_MAX		256
 
 /* ---- tunables, set by user space before load ---- */
@@ -106,6 +110,14 @@ struct slo_class_stats {
 	u64 nr_enqueues;
 	u64 run_ns;		/* CPU time consumed by the class */
 	u64 nr_throttled;	/* tasks parked because a cgroup ran out of cpu.max quota */
+};
+
+/* cpu.max as user space read it from cgroupfs, for kernels that do not pass it (< 6.17). */
+struct slo_cg_bw {
+	u64 period_us;
+	u64 quota_us;		/* ~0: "max" */
+	u64 burst_us;
+	u64 seq;		/* changed by user space with every new value */
 };
 
 struct slo_exit_info {
@@ -150,6 +162,13 @@ struct {
 	__type(value, struct slo_exit_info);
 } slo_exit SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u64);
+	__type(value, struct slo_cg_bw);
+} slo_cg_bw SEC(".maps");
+
 /* ---- internal state ---- */
 struct cg_info {
 	u32 weight;		/* cpu.weight, 1..10000 */
@@ -159,6 +178,7 @@ struct cg_info {
 	u64 burst_ns;		/* unused quota carried into the next period, at most */
 	u64 period_start;
 	s64 runtime;		/* quota left in this period; <= 0: throttled */
+	u64 bw_seq;		/* slo_cg_bw seq applied */
 };
 
 struct bw_timer {
@@ -214,8 +234,8 @@ struct cpu_ctx {
 	u64 started_at;
 	u64 floor_debt;		/* latency-critical ns not yet matched by batch time at the floor rate */
 	u64 last_scan;
+	u64 kick_at;		/* a waker's claim on this CPU as its preemption victim; 0 = none */
 	u32 cur;		/* enum cur_kind */
-	u32 kick_pending;
 	u32 floor_boost;	/* the running batch task is the floor's: do not preempt */
 	u32 boost_next;		/* dispatch granted the floor to the next batch task */
 };
@@ -284,6 +304,49 @@ static __always_inline bool is_canary(const struct task_struct *p)
 	return stall_canary_pid && p->pid == stall_canary_pid;
 }
 
+/* cpu.max values as the kernel passes them (us; ~0 quota = "max"). */
+static __always_inline void cg_set_bw(struct cg_info *ci, u64 period_us, u64 quota_us,
+				      u64 burst_us)
+{
+	bool had = ci->quota_ns;
+
+	if (quota_us == BW_QUOTA_MAX || !period_us) {
+		ci->quota_ns = 0;
+	} else {
+		ci->quota_ns = quota_us * 1000;
+		ci->period_ns = period_us * 1000;
+		ci->burst_ns = burst_us == BW_QUOTA_MAX ? 0 : burst_us * 1000;
+		ci->period_start = now_ns();
+		ci->runtime = ci->quota_ns;
+	}
+	if (!had && ci->quota_ns)
+		__sync_fetch_and_add(&nr_bw_cgroups, 1);
+	else if (had && !ci->quota_ns)
+		__sync_fetch_and_add(&nr_bw_cgroups, -1);
+}
+
+/*
+ * cpu.max that user space read from cgroupfs (slo_cg_bw), on kernels that do
+ * not pass it: applied once per new seq, by whichever CPU meets it first.
+ * A global function, so the class walk that calls it stays one path.
+ */
+__noinline int cg_apply_fed_bw(u64 id)
+{
+	struct slo_cg_bw *bw = bpf_map_lookup_elem(&slo_cg_bw, &id);
+	struct cg_info *ci;
+	u64 seen;
+
+	if (!bw)
+		return 0;
+	ci = bpf_map_lookup_elem(&slo_cg_info, &id);
+	if (!ci)
+		return 0;
+	seen = ci->bw_seq;
+	if (seen != bw->seq && __sync_bool_compare_and_swap(&ci->bw_seq, seen, bw->seq))
+		cg_set_bw(ci, bw->period_us, bw->quota_us, bw->burst_us);
+	return 0;
+}
+
 /*
  * Resolve a task's class, cgroup weight chain and cpu.max limits from its
  * cgroup, by id. Walks from the cgroup towards the root; the deepest cgroup
@@ -333,6 +396,7 @@ __noinline int resolve_class_id(struct task_ctx *tctx __arg_nonnull, u64 cgid)
 		}
 		/* the root cgroup has no cpu.weight or cpu.max */
 		if (level - (int)i > 0) {
+			cg_apply_fed_bw(id);
 			ci = bpf_map_lookup_elem(&slo_cg_info, &id);
 			if (ci && ci->weight)
 				chain = chain * ci->weight / 100;
@@ -471,27 +535,6 @@ __noinline int bw_account(struct task_ctx *tctx __arg_nonnull, u64 used, u64 now
 static __always_inline bool bw_throttled(struct task_ctx *tctx, u64 now)
 {
 	return bw_account(tctx, 0, now);
-}
-
-/* cpu.max values as the kernel passes them (us; ~0 quota = "max"). */
-static __always_inline void cg_set_bw(struct cg_info *ci, u64 period_us, u64 quota_us,
-				      u64 burst_us)
-{
-	bool had = ci->quota_ns;
-
-	if (quota_us == BW_QUOTA_MAX || !period_us) {
-		ci->quota_ns = 0;
-	} else {
-		ci->quota_ns = quota_us * 1000;
-		ci->period_ns = period_us * 1000;
-		ci->burst_ns = burst_us == BW_QUOTA_MAX ? 0 : burst_us * 1000;
-		ci->period_start = now_ns();
-		ci->runtime = ci->quota_ns;
-	}
-	if (!had && ci->quota_ns)
-		__sync_fetch_and_add(&nr_bw_cgroups, 1);
-	else if (had && !ci->quota_ns)
-		__sync_fetch_and_add(&nr_bw_cgroups, -1);
 }
 
 static int bw_timer_fn(void *map, int *key, struct bw_timer *t);
@@ -686,19 +729,38 @@ __noinline int take_from(u64 dsq, s32 cpu, u64 now)
 }
 
 /*
- * Pick a CPU to preempt for a latency-critical task: the task's current CPU
- * if it runs batch work, else the first allowed CPU running batch work that
- * has no kick in flight and is not serving the batch floor.
+ * A CPU may be preempted for a latency-critical task if it runs batch work
+ * that is not the floor's and no other waker holds a live claim on it. With
+ * @claim the claim is taken atomically (two wakers never book one victim); it
+ * lapses after KICK_CLAIM_NS, and the victim drops it when it dispatches or
+ * runs its next task, so a CPU that kept its task after a kick is a victim
+ * again.
  */
-static s32 pick_victim(struct task_struct *p, s32 prefer)
+static __always_inline bool victim_ok(struct cpu_ctx *cc, u64 now, bool claim)
+{
+	u64 at;
+
+	if (cc->cur != CUR_BATCH || cc->floor_boost)
+		return false;
+	at = cc->kick_at;
+	if (at && now - at < KICK_CLAIM_NS)
+		return false;
+	return !claim || __sync_bool_compare_and_swap(&cc->kick_at, at, now);
+}
+
+/*
+ * Pick (and with @claim, claim) a CPU to preempt for a latency-critical task:
+ * @prefer if it qualifies, else the first allowed CPU that does.
+ */
+static s32 pick_victim(struct task_struct *p, s32 prefer, bool claim)
 {
 	struct cpu_ctx *cc;
 	u32 nr = scx_bpf_nr_cpu_ids();
+	u64 now = now_ns();
 	s32 cpu;
 
 	cc = cpu_ctx_of(prefer);
-	if (cc && cc->cur == CUR_BATCH && !cc->kick_pending && !cc->floor_boost &&
-	    bpf_cpumask_test_cpu(prefer, p->cpus_ptr))
+	if (cc && bpf_cpumask_test_cpu(prefer, p->cpus_ptr) && victim_ok(cc, now, claim))
 		return prefer;
 
 	bpf_for(cpu, 0, SLO_MAX_CPUS) {
@@ -707,11 +769,10 @@ static s32 pick_victim(struct task_struct *p, s32 prefer)
 		if (cpu == prefer)
 			continue;
 		cc = cpu_ctx_of(cpu);
-		if (!cc || cc->cur != CUR_BATCH || cc->kick_pending || cc->floor_boost)
+		if (!cc || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
 			continue;
-		if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
-			continue;
-		return cpu;
+		if (victim_ok(cc, now, claim))
+			return cpu;
 	}
 	return -1;
 }
@@ -741,7 +802,7 @@ s32 BPF_STRUCT_OPS(slo_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake
 	}
 	if (tctx && tctx->lat) {
 		/* enqueue then runs on the victim's runqueue and kicks it */
-		victim = pick_victim(p, prev_cpu);
+		victim = pick_victim(p, prev_cpu, false);
 		if (victim >= 0)
 			return victim;
 	}
@@ -803,16 +864,13 @@ void BPF_STRUCT_OPS(slo_enqueue, struct task_struct *p, u64 enq_flags)
 			scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
 			return;
 		}
-		cpu = pick_victim(p, scx_bpf_task_cpu(p));
+		cpu = pick_victim(p, scx_bpf_task_cpu(p), true);
 		if (cpu < 0) {
 			slo_dsq_insert_vtime(p, LAT_DSQ, tctx->slice_ns, tctx->deadline, enq_flags);
 			if (st)
 				st->nr_fallbacks++;
 			return;
 		}
-		cc = cpu_ctx_of(cpu);
-		if (cc)
-			cc->kick_pending = 1;
 		if (st)
 			st->nr_preempts++;
 		if (cpu == scx_bpf_task_cpu(p) && cpu == (s32)bpf_get_smp_processor_id()) {
@@ -1011,6 +1069,8 @@ void BPF_STRUCT_OPS(slo_dispatch, s32 cpu, struct task_struct *prev)
 			slo_dsq_move_to_local(BATCH_DSQ);
 		return;
 	}
+	/* this CPU is rescheduling: a kick that claimed it has landed */
+	cc->kick_at = 0;
 
 	/* no cpu.max timer: try to make one again, at most every 100 ms */
 	if (bw_timer_broken && nr_bw_cgroups > 0 && now - bw_last_make > STARVE_SCAN_NS) {
@@ -1076,7 +1136,7 @@ void BPF_STRUCT_OPS(slo_running, struct task_struct *p)
 
 	if (cc) {
 		cc->started_at = now;
-		cc->kick_pending = 0;
+		cc->kick_at = 0;
 		if (is_pcpu_kthread(p))
 			cc->cur = CUR_KTHREAD;
 		else

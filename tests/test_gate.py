@@ -192,7 +192,9 @@ def _kernel_without(kbtf: Path, work: Path, member: str) -> Path:
 def test_optional_callback_absent_from_an_older_kernel_is_left_out(good, kbtf, work):
     """Before 6.17 sched_ext_ops has no cgroup_set_bandwidth: the object is accepted, the
     callback is left out at load (NULL in the struct_ops shadow, its program not
-    loaded) and the gap is named; the other callbacks stay."""
+    loaded) and what that means is named; the other callbacks stay. The kernel BTF
+    also tells the agent that cpu.max must come from cgroupfs there."""
+    from scx_slo.bandwidth import kernel_passes_cpu_max
     from scx_slo.btf import Layout
     from scx_slo.scheduler import Scheduler
 
@@ -200,7 +202,9 @@ def test_optional_callback_absent_from_an_older_kernel_is_left_out(good, kbtf, w
     report = gate.inspect(good, kernel_btf=old)
     assert report.accepted, report.render()
     assert report.details["absent_callbacks"] == ["cgroup_set_bandwidth"]
-    assert "cpu.max is not enforced" in report.check("kernel.struct_ops").reason
+    assert "cpu.max reaches the scheduler only from user space" in \
+        report.check("kernel.struct_ops").reason
+    assert not kernel_passes_cpu_max(old) and kernel_passes_cpu_max(kbtf)
     with Scheduler.open(good, kernel_btf=old) as s:
         assert s.gaps == [gate.OPTIONAL_CALLBACKS["cgroup_set_bandwidth"]]
         assert not s.obj.autoload("slo_cgroup_set_bandwidth")

@@ -92,6 +92,7 @@ class Agent:
         self.pods_by_class: dict[int, int] = {}
         self._last_stats: dict[int, dict] = {}
         self.metrics_server = None
+        self.bw_feed = None     # cpu.max from cgroupfs, on kernels that do not pass it
 
     # -- configuration -----------------------------------------------------------------
     def load_config(self) -> None:
@@ -141,7 +142,7 @@ class Agent:
             tune(sched, sc)
             sched.load()
             for gap in sched.gaps:
-                self.out.warning(f"known gap on this kernel: {gap}", gap=gap)
+                self.out.log(f"on this kernel: {gap}", gap=gap)
             if attach:
                 sched.attach()
                 sched.pin()
@@ -185,9 +186,27 @@ class Agent:
             old.unpin()
 
     def configure_classes(self) -> None:
+        from scx_slo.bandwidth import BandwidthFeed, kernel_passes_cpu_max
+
         for class_id, cfg in class_configs(self.config).items():
             self.sched.set_class(class_id, cfg)
         self.sched.bump_generation()
+        self.bw_feed = None if kernel_passes_cpu_max() else BandwidthFeed(self.sched)
+
+    def feed_cpu_max(self) -> None:
+        """Before 6.17: cpu.max of every cgroup of the pod tree and of the rules, into the map."""
+        from scx_slo.bandwidth import walk
+        from scx_slo.cgroups import KUBEPODS, match_globs
+        from scx_slo.reconcile import cgroup_patterns
+
+        if self.bw_feed is None:
+            return
+        root = self.opts.cgroup_root
+        paths = set(walk(os.path.join(root, KUBEPODS)))
+        paths.update(os.path.join(root, c.path) for c in match_globs(root, cgroup_patterns(self.config)))
+        changed = self.bw_feed.sync(sorted(paths))
+        if changed:
+            log.info("cpu.max: %d cgroup(s) fed from cgroupfs", changed)
 
     # -- reconcile ---------------------------------------------------------------------
     def reconcile(self) -> None:
@@ -206,6 +225,7 @@ class Agent:
             self.sched.bump_generation()
             log.info("reconciled: %s", plan.summary())
         self.pods_by_class = plan.pods_by_class
+        self.feed_cpu_max()
 
     # -- health ------------------------------------------------------------------------
     def healthy(self) -> bool:
@@ -357,6 +377,7 @@ class Agent:
                 if changes:
                     self.reconcile()
                 if time.monotonic() >= next_report:
+                    self.feed_cpu_max()     # an in-place pod resize rewrites cpu.max
                     self.report()
                     next_report = time.monotonic() + self.opts.interval
         finally:

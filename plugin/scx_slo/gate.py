@@ -51,6 +51,7 @@ REQUIRED_MAPS: tuple[MapSpec, ...] = (
     MapSpec("slo_gen", "BPF_MAP_TYPE_ARRAY", "u32", "u64"),
     MapSpec("slo_stats", "BPF_MAP_TYPE_PERCPU_ARRAY", "u32", "slo_class_stats"),
     MapSpec("slo_exit", "BPF_MAP_TYPE_ARRAY", "u32", "slo_exit_info"),
+    MapSpec("slo_cg_bw", "BPF_MAP_TYPE_HASH", "u64", "slo_cg_bw"),
 )
 MAPS_BY_NAME = {m.name: m for m in REQUIRED_MAPS}
 
@@ -61,8 +62,9 @@ REQUIRED_TUNABLES = ("slice_ns", "lat_slice_ns", "batch_floor_pct", "timeout_ms"
 # Callbacks newer than the oldest kernel we support: on a kernel without one the
 # loader leaves it out (and says what that costs) instead of refusing the object.
 OPTIONAL_CALLBACKS = {
-    "cgroup_set_bandwidth": "cpu.max is not enforced: sched_ext_ops.cgroup_set_bandwidth "
-                            "is new in Linux 6.17",
+    "cgroup_set_bandwidth": "cpu.max reaches the scheduler only from user space (the agent "
+                            "reads cgroupfs into slo_cg_bw; bpftool alone leaves it "
+                            "unenforced): sched_ext_ops.cgroup_set_bandwidth is new in Linux 6.17",
 }
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"

@@ -2,14 +2,16 @@
 """Guest-side scenarios for the scx_slo scheduler; each prints one JSON object.
 
 Runs inside the test VM (root, cgroup2 at /sys/fs/cgroup, bpftool, stress-ng).
-It does not use the Python loader: the scheduler is registered with
-`bpftool struct_ops register` and its maps are filled with `bpftool map update`,
-so these scenarios test the BPF object alone.
+The scheduler is registered by scx_slo's loader with its defaults (it leaves
+out callbacks the kernel lacks; `bpftool struct_ops register` refuses the
+object on 6.12) and pinned under PIN; its maps are filled and read with
+`bpftool map`, so the scenarios test the BPF object, not the agent.
 
     python3 sched_guest.py load-unload
     python3 sched_guest.py saturation --seconds 20 --oversub 8
     python3 sched_guest.py weights --seconds 12
     python3 sched_guest.py floor --seconds 10
+    python3 sched_guest.py genchurn --seconds 20
     python3 sched_guest.py move
     python3 sched_guest.py bench --seconds 8 --hogs 4 --rounds 3
 """
@@ -37,7 +39,6 @@ STAT_FIELDS = ["nr_wakeups", "nr_misses", "nr_preempts", "nr_direct", "nr_floor_
                "nr_fallbacks", "nr_kthread_local", "nr_starve_rescues", "nr_class_errors",
                "nr_enqueues", "run_ns", "nr_throttled"]
 EXIT_FMT = "<qq128s1024s"
-BW_TIMER_PIN = "/sys/fs/bpf/slo_bw_timer"
 
 
 # -- the scheduler -------------------------------------------------------------------------
@@ -58,9 +59,14 @@ def scx_ops() -> str:
 
 
 def load() -> None:
+    from scx_slo.scheduler import Scheduler
+
     if os.path.exists(PIN):
         unload()
-    sh(["bpftool", "struct_ops", "register", OBJ, PIN])
+    with Scheduler.open(OBJ, pin_dir=PIN) as s:
+        s.load()
+        s.attach()
+        s.pin()     # the link, the maps and the cpu.max timer's map outlive this handle
     for _ in range(100):
         if scx_state() == "enabled":
             return
@@ -414,10 +420,26 @@ def scenario_floor(args) -> dict:
     return res
 
 
+def bandwidth_feed():
+    """What the agent does with cpu.max where the kernel does not pass it (< 6.17):
+    a function that feeds the cgroups' cpu.max into the scheduler; a no-op elsewhere."""
+    from scx_slo.bandwidth import BandwidthFeed, kernel_passes_cpu_max
+    from scx_slo.scheduler import Scheduler
+
+    if kernel_passes_cpu_max():
+        return lambda *cgs: None
+
+    def feed(*cgs: Path) -> None:
+        with Scheduler.adopt(PIN, object_path=OBJ) as s:
+            BandwidthFeed(s).sync([str(cg) for cg in cgs])
+    return feed
+
+
 def scenario_bandwidth(args) -> dict:
     """cpu.max under scx_slo: a heavy cgroup (cpu.weight 1000) with a cpu.max quota next
     to an unlimited one (cpu.weight 100), both saturated. The limit is there before load
-    (cgroup_init), changed while loaded (cgroup_set_bandwidth), binds the cgroup as a
+    (cgroup_init; fed from cgroupfs before 6.17), changed while loaded
+    (cgroup_set_bandwidth; fed again before 6.17), binds the cgroup as a
     latency-critical class too, then is lifted ("max")."""
     ncpu = os.cpu_count() or 1
     lim, free = cg_make("slo_bw_lim", weight=1000), cg_make("slo_bw_free", weight=100)
@@ -429,14 +451,15 @@ def scenario_bandwidth(args) -> dict:
         (lim / "cpu.max").write_text(settings[0][0])
         load()
         setup_lat_class()
-        # keep the timer's map alive past bpftool, as the Python loader does
-        sh(["bpftool", "map", "pin", "name", "slo_bw_timer", BW_TIMER_PIN])
+        feed = bandwidth_feed()
+        feed(lim, free)
         hl = hogs(lim, 2 * ncpu, len(settings) * (args.seconds + 1) + 60)
         hf = hogs(free, 2 * ncpu, len(settings) * (args.seconds + 1) + 60)
         time.sleep(1.5)
         for i, (cpu_max, class_id) in enumerate(settings):
             if i:
                 (lim / "cpu.max").write_text(cpu_max)
+                feed(lim, free)
                 set_cgroup_class(lim, class_id)
                 time.sleep(0.5)
             t0, ul0, uf0 = time.monotonic(), cg_usage_us(lim), cg_usage_us(free)
@@ -459,11 +482,62 @@ def scenario_bandwidth(args) -> dict:
             h.kill()
             h.wait(timeout=60)
     finally:
-        if os.path.exists(BW_TIMER_PIN):
-            os.unlink(BW_TIMER_PIN)
         res["state_unloaded"] = unload()
         cg_remove(lim)
         cg_remove(free)
+    return res
+
+
+def scenario_genchurn(args) -> dict:
+    """Class and weight generations moving hundreds of times a second while batch hogs
+    saturate the vCPUs and a latency-critical probe wakes every millisecond: every
+    enqueue, dispatch (of a kept prev), tick and timer re-resolves a task's class.
+    slo_gen is bumped through the map; weight_gen through cpu.weight writes
+    (cgroup_set_weight) and cgroups made and removed (cgroup_init/exit)."""
+    from scx_slo.scheduler import Scheduler
+
+    ncpu = os.cpu_count() or 1
+    batch, crit = cg_make("slo_gc_batch"), cg_make("slo_gc_crit")
+    res = {"ncpu": ncpu, "seconds": args.seconds, "bumps": 0, "weight_writes": 0,
+           "cgroups_made": 0, "samples": []}
+    try:
+        load()
+        setup_lat_class()
+        set_cgroup_class(crit, LAT_CLASS)
+        h = hogs(batch, 4 * ncpu, args.seconds + 60)
+        probe = probe_start(crit, args.seconds)
+        t_end = time.monotonic() + args.seconds
+        next_sample = time.monotonic() + 1
+        # the churn itself runs latency-critical, so the hogs cannot slow it down
+        (crit / "cgroup.procs").write_text(f"{os.getpid()}\n")
+        with Scheduler.adopt(PIN, object_path=OBJ) as s:
+            gen = s.typed("slo_gen")
+            value = gen.lookup(0) or 0
+            while time.monotonic() < t_end and scx_state() == "enabled":
+                for _ in range(20):
+                    value += 1
+                    gen.update(0, value)
+                res["bumps"] += 20
+                (batch / "cpu.weight").write_text(f"{100 + res['weight_writes'] % 50}\n")
+                res["weight_writes"] += 1
+                tmp = CG_ROOT / f"slo_gc_tmp{res['cgroups_made'] % 4}"
+                tmp.mkdir(exist_ok=True)
+                tmp.rmdir()
+                res["cgroups_made"] += 1
+                time.sleep(0.005)
+                if time.monotonic() >= next_sample:
+                    res["samples"].append(scx_state())
+                    next_sample += 1
+        res["probe"] = probe_result(probe, args.seconds + 120)
+        res["lat"] = read_stats()[LAT_CLASS]["nr_wakeups"]
+        res.update({"state_end": scx_state(), "exit": read_exit()})
+        h.kill()
+        h.wait(timeout=60)
+    finally:
+        (CG_ROOT / "cgroup.procs").write_text(f"{os.getpid()}\n")   # out of crit first
+        res["state_unloaded"] = unload()
+        cg_remove(batch)
+        cg_remove(crit)
     return res
 
 
@@ -558,6 +632,8 @@ def main() -> int:
     p.add_argument("--hogs-b", type=int, default=1, help="hogs per vCPU in the weight-100 cgroup")
     p = sub.add_parser("floor")
     p.add_argument("--seconds", type=float, default=10)
+    p = sub.add_parser("genchurn")
+    p.add_argument("--seconds", type=float, default=20)
     p = sub.add_parser("bandwidth")
     p.add_argument("--seconds", type=float, default=6)
     p = sub.add_parser("move")
@@ -569,7 +645,7 @@ def main() -> int:
     args = ap.parse_args()
     fn = {"load-unload": scenario_load_unload, "saturation": scenario_saturation,
           "weights": scenario_weights, "floor": scenario_floor,
-          "bandwidth": scenario_bandwidth, "move": scenario_move, "bench": scenario_bench}[args.cmd]
+          "bandwidth": scenario_bandwidth, "genchurn": scenario_genchurn, "move": scenario_move, "bench": scenario_bench}[args.cmd]
     print(json.dumps(fn(args)))
     return 0
 

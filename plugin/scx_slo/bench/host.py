@@ -26,14 +26,15 @@ def guest_argv(options: list[str]) -> list[str]:
 
 
 def run_in_vm(options: list[str], cpus: int = 1, vm=None, timeout: float = 3600,
-              progress: Callable[[str], None] | None = None) -> dict:
-    """Run the guest side with OPTIONS (e.g. ["--quick"]) in VM, or in a VM booted here."""
+              progress: Callable[[str], None] | None = None, kernel: str | None = None) -> dict:
+    """Run the guest side with OPTIONS (e.g. ["--quick"]) in VM, or in a VM booted here
+    on KERNEL (a name in scx_slo.vm.kernels.NAMES; default the VM's default)."""
     from scx_slo.vm import Vm
 
     say = progress or (lambda m: None)
     if vm is None:
         say(f"booting the sched_ext VM ({cpus} vCPU)...")
-        with Vm(cpus=cpus, mem_mb=1024) as booted:
+        with Vm(cpus=cpus, mem_mb=1024, kernel=kernel) as booted:
             say(f"booted {booted.kernel_release} ({booted.accel})")
             return run_in_vm(options, cpus, booted, timeout, progress)
 

@@ -34,6 +34,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--configs", default=None, metavar="A,B",
                    help="run only these configurations (default: all, in order)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    add_kernel_argument(p)
+
+
+def add_kernel_argument(p: argparse.ArgumentParser) -> None:
+    from scx_slo.vm.kernels import DEFAULT, NAMES
+
+    p.add_argument("--kernel", choices=NAMES, default=None,
+                   help=f"VM kernel (default $SCX_SLO_VM_KERNEL or {DEFAULT}; 6.12 is "
+                        "Bottlerocket's, HZ=100)")
 
 
 def _params(args):
@@ -88,7 +97,7 @@ def measure(args) -> dict:
         doc = run_all(params, names, log=progress)
     else:
         from scx_slo.bench.host import run_in_vm
-        doc = run_in_vm(_forwarded(args), cpus=args.cpus, progress=progress,
+        doc = run_in_vm(_forwarded(args), cpus=args.cpus, progress=progress, kernel=args.kernel,
                         timeout=max(1800.0, len(names) * (params.measure_s * 8 + 120)))
     return analyze(doc)
 

@@ -14,6 +14,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus", type=int, default=1, help="VM vCPUs (default 1)")
     p.add_argument("--here", action="store_true",
                    help="run on this machine instead of the VM (root; a real node)")
+    from scx_slo.commands.bench import add_kernel_argument
+    add_kernel_argument(p)
 
 
 def run(args) -> int:
@@ -22,7 +24,7 @@ def run(args) -> int:
     from scx_slo.commands import bench
 
     ns = argparse.Namespace(quick=True, out=args.out, json=False, cpus=args.cpus,
-                            here=args.here, seconds=None, rate=None, delay=None, configs=None,
+                            here=args.here, kernel=args.kernel, seconds=None, rate=None, delay=None, configs=None,
                             no_plot=False)
     bench.progress("the quick benchmark: 6 configurations, about 4 minutes under emulation")
     doc = bench.measure(ns)
