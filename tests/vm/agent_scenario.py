@@ -186,6 +186,7 @@ def main() -> None:
     g_pod, g_scope = make_pod("guaranteed", g_uid, "c" * 64)
     (fe_pod / "cpu.weight").write_text("20")      # kubelet: 500m request
     (be_pod / "cpu.weight").write_text("1")       # BestEffort
+    (g_pod / "cpu.max").write_text("50000 100000")    # kubelet: a 500m limit
     pods = [
         {"uid": fe_uid, "namespace": "web", "name": "frontend-0", "labels": {"app": "frontend"}},
         {"uid": be_uid, "namespace": "batch", "name": "stress-0", "labels": {"app": "stress"}},
@@ -209,6 +210,13 @@ def main() -> None:
     out["attached"] = bool(ok)
     out["ops"] = Path("/sys/kernel/sched_ext/root/ops").read_text().strip() if ok else None
     out["map_initial"] = {str(k): v for k, v in pinned_map().items()}
+    # before 6.17 the agent feeds cpu.max from cgroupfs; from 6.17 the kernel passes it
+    from scx_slo.bandwidth import kernel_passes_cpu_max
+    out["kernel_passes_cpu_max"] = kernel_passes_cpu_max()
+    fed = wait_for(lambda: (maps().typed("slo_cg_bw").lookup(ids["guaranteed"])
+                            if maps() else None), 15, 0.1)
+    out["cpu_max_fed"] = fed or {}
+    out["cpu_max_fed_count"] = len(list(maps().typed("slo_cg_bw").keys())) if maps() else 0
 
     # A new pod: how long until its slice is in the map?
     t0 = time.monotonic()
