@@ -234,8 +234,8 @@ class _Handler(BaseHTTPRequestHandler):
                     changed = sorted(k for k, v in flatten(pending).items()
                                      if before.get(k, object()) != v or k not in before)
                     if not pending:
-                        return self._send(422, text="Attempted to commit with no pending "
-                                                    "settings")
+                        # the apiserver's CommitWithNoPending (server/error.rs)
+                        return self._send(422, text="Tried to commit with no pending changes")
                     srv.applied.append(changed)
                     return self._send(200, sorted(flatten(pending)))
             return self._send(404 if method == "GET" else 405,

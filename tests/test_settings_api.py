@@ -74,6 +74,16 @@ def test_cli_apply_patches_and_commits_in_one_tx(api, capsys):
     assert "committed: settings.host-containers.scx-slo.user-data" in capsys.readouterr().out
 
 
+def test_commit_of_an_empty_transaction_is_nothing_changed(api):
+    """The API server answers 422 (CommitWithNoPending) for a transaction with nothing
+    staged; that is "nothing changed", not an error. Other 4xx still raise."""
+    server, client = api
+    assert client.commit_and_apply("scx-slo-empty") == []
+    assert server.requests[-1][:2] == ("POST", "/tx/commit_and_apply?tx=scx-slo-empty")
+    with pytest.raises(ApiHttpError):
+        client.request("GET", "/no/such/route")
+
+
 def test_cli_apply_refuses_invalid_file_without_touching_api(api, tmp_path, capsys):
     server, client = api
     bad = tmp_path / "bad.toml"
@@ -92,8 +102,8 @@ def test_4xx_carries_the_body(api):
         client.patch_settings({"host-containers": {"bad.name": {"enabled": True}}}, "t")
     assert e.value.status == 400
     with pytest.raises(ApiHttpError) as e:
-        client.commit_and_apply("nothing-pending")
-    assert e.value.status == 422 and "no pending settings" in e.value.body
+        client.request("POST", "/tx/commit_and_apply", {"tx": "nothing-pending"})
+    assert e.value.status == 422 and "no pending changes" in e.value.body
 
 
 def test_absent_socket(tmp_path):

@@ -87,3 +87,45 @@ def test_quotes_in_settings_survive_shell_and_yaml():
     for target in TARGETS:
         hc = host_container_of(target, render(text, target, name=NAME, source=SOURCE))
         assert base64.b64decode(hc["user-data"]).decode() == text
+
+
+def _padded(n_bytes: int) -> str:
+    """A valid settings document of about N_BYTES (comment lines pad it)."""
+    base = (ROOT / "settings" / "examples" / "guide-demo.toml").read_text()
+    line = "# " + "x" * 76 + "\n"
+    return base + line * max(0, (n_bytes - len(base)) // len(line))
+
+
+@pytest.mark.parametrize("target", ["bottlerocket", "launch-template", "karpenter", "eksctl"])
+def test_user_data_over_the_ec2_limit_is_refused_with_the_sizes(target):
+    from scx_slo.settings.render import EC2_USER_DATA_LIMIT, user_data_size
+
+    text = _padded(30 * 1024)
+    validate_text(text, "big.toml")          # valid settings: only the size is wrong
+    size = user_data_size(text, NAME, SOURCE)
+    with pytest.raises(RenderError) as e:
+        render(text, target, name=NAME, source=SOURCE, filename="big.toml")
+    msg = str(e.value)
+    assert f"{size} bytes" in msg and str(EC2_USER_DATA_LIMIT) in msg and "big.toml" in msg
+    # an 11 KiB document fits (base64 makes its user data about 15 KB)
+    small = _padded(11 * 1024)
+    assert user_data_size(small, NAME, SOURCE) <= EC2_USER_DATA_LIMIT
+    assert host_container_of(target, render(small, target, name=NAME, source=SOURCE))
+
+
+def test_apiclient_is_not_bound_by_the_ec2_limit():
+    text = _padded(30 * 1024)
+    assert host_container_of("apiclient", render(text, "apiclient", name=NAME, source=SOURCE))
+
+
+def test_validate_warns_when_the_document_cannot_be_user_data(tmp_path, capsys):
+    from scx_slo.cli import main
+
+    f = tmp_path / "big.toml"
+    f.write_text(_padded(30 * 1024))
+    assert main(["settings", "validate", str(f)]) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "16384" in err and "big.toml" in err
+    f.write_text(_padded(4 * 1024))
+    assert main(["settings", "validate", str(f)]) == 0
+    assert "warning" not in capsys.readouterr().err

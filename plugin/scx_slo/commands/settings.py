@@ -64,10 +64,17 @@ def run(args: argparse.Namespace) -> int:
 def _validate(args) -> int:
     from scx_slo.settings.load import load_file
 
+    from scx_slo.settings.render import EC2_USER_DATA_LIMIT, user_data_size
+
     loaded = load_file(args.file)
     c = loaded.config
     print(f"{args.file}: ok ({len(c.classes) - 1} classes + default, {len(c.rules)} rules, "
           f"annotations {'on' if c.annotations.enabled else 'off'})")
+    size = user_data_size(loaded.text)
+    if size > EC2_USER_DATA_LIMIT:
+        print(f"{args.file}: warning: as Bottlerocket user data this is {size} bytes, over "
+              f"EC2's {EC2_USER_DATA_LIMIT}-byte limit: launch templates, Karpenter and eksctl "
+              "cannot carry it (apiclient on running nodes can)", file=sys.stderr)
     return 0
 
 

@@ -1,13 +1,16 @@
 """A client of the Bottlerocket API: HTTP/1.1 over the Unix socket /run/api.sock.
 
 Bottlerocket mounts the socket into every host container. The calls used here
-(see sources/api/openapi.yaml in bottlerocket-os/bottlerocket):
+(see sources/api/openapi.yaml in bottlerocket-os/bottlerocket-core-kit; the API
+server's routes are in sources/api/apiserver/src/server/mod.rs there):
 
   GET  /settings?keys=settings.a,settings.b   the named settings (JSON object)
   GET  /settings?prefix=settings.host-containers
   PATCH /settings?tx=NAME                     stage a change in transaction NAME (204)
   GET  /tx?tx=NAME                            the pending settings of NAME
-  POST /tx/commit_and_apply?tx=NAME           commit NAME and apply it (200, changed keys)
+  POST /tx/commit_and_apply?tx=NAME           commit NAME and apply it (200, changed keys;
+                                              422 "Tried to commit with no pending
+                                              changes" when NAME changes nothing)
 
 Settings JSON has no "settings" wrapper: {"host-containers": {"scx-slo": {...}}}.
 Every failure is an ApiError subclass naming the socket and the request.
@@ -145,8 +148,13 @@ class ApiClient:
         return out
 
     def commit_and_apply(self, tx: str) -> list[str]:
-        """Commit TX and apply it; returns the committed keys."""
-        out = self._json("POST", "/tx/commit_and_apply", {"tx": tx})
+        """Commit TX and apply it; returns the committed keys ([] if TX changed nothing)."""
+        try:
+            out = self._json("POST", "/tx/commit_and_apply", {"tx": tx})
+        except ApiHttpError as e:
+            if e.status == 422 and "no pending changes" in e.body:
+                return []           # the server's CommitWithNoPending: nothing changed
+            raise
         if not isinstance(out, list):
             raise ApiBadResponse(f"POST /tx/commit_and_apply: expected a JSON list of keys, got "
                                  f"{type(out).__name__}")

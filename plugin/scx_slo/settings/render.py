@@ -19,6 +19,11 @@ from scx_slo.settings.load import encode_user_data
 from scx_slo.settings.validate import validate_text
 
 TARGETS = ("bottlerocket", "apiclient", "launch-template", "karpenter", "eksctl")
+# Targets whose output becomes EC2 instance user data, which EC2 limits to 16 KB
+# (raw, before base64). eksctl and Karpenter render the same host-container
+# table into the node's TOML (and add their own settings next to it).
+USER_DATA_TARGETS = ("bottlerocket", "launch-template", "karpenter", "eksctl")
+EC2_USER_DATA_LIMIT = 16 * 1024
 DEFAULT_NAME = "scx-slo"
 # The guide's placeholder registry; pass --source with the image you pushed.
 DEFAULT_SOURCE = f"ghcr.io/yourorg/scx-slo:v{__version__}"
@@ -61,6 +66,22 @@ def bottlerocket_toml(text: str, name: str, source: str) -> str:
     return tomlkit.dumps(doc)
 
 
+def user_data_size(text: str, name: str = DEFAULT_NAME, source: str = DEFAULT_SOURCE) -> int:
+    """Bytes of the Bottlerocket user data that carries TEXT as host container NAME."""
+    return len(bottlerocket_toml(text, name, source).encode())
+
+
+def check_user_data_size(text: str, target: str, name: str, source: str,
+                         filename: str = "<settings>") -> None:
+    size = user_data_size(text, name, source)
+    if size > EC2_USER_DATA_LIMIT:
+        raise RenderError(
+            f"{filename}: --for {target} would make {size} bytes of instance user data; EC2 "
+            f"allows {EC2_USER_DATA_LIMIT} (16 KB, before base64). The settings are "
+            f"{len(text.encode())} bytes, base64-encoded inside it: shorten them (comments, "
+            "unused classes or rules), or set them on running nodes with --for apiclient")
+
+
 def _yaml_str(s: str) -> str:
     return json.dumps(s)          # a JSON string is a valid YAML double-quoted scalar
 
@@ -77,6 +98,8 @@ def render(text: str, target: str, name: str = DEFAULT_NAME, source: str = DEFAU
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}", v):
             raise RenderError(f"{what} {v!r} refused: letters, digits, '-' and '_' only")
     validate_text(text, filename)      # never render a document the agent would refuse
+    if target in USER_DATA_TARGETS:
+        check_user_data_size(text, target, name, source, filename)
     hc = host_container(text, name, source)
     if target == "bottlerocket":
         return bottlerocket_toml(text, name, source)
