@@ -37,7 +37,7 @@ def test_object_compiles_with_werror(tmp_path):
     btf = subprocess.run(["bpftool", "btf", "dump", "file", str(obj)],
                          capture_output=True, text=True, check=True).stdout
     for name in ["scx_slo_ops", "slo_cgroups", "slo_classes", "slo_gen", "slo_stats",
-                 "slo_exit", "slo_class_entry", "slo_class_cfg", "slo_class_stats",
+                 "slo_exit", "slo_cg_bw", "slo_class_entry", "slo_class_cfg", "slo_class_stats",
                  "slo_exit_info", "slice_ns", "lat_slice_ns", "batch_floor_pct",
                  "timeout_ms", "miss_frac_pct", "stall_canary_pid"]:
         assert f"'{name}'" in btf, f"{name} missing from the object's BTF"
