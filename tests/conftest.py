@@ -15,9 +15,16 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings
 
 from scx_slo.vm import Vm
 from scx_slo.vm.kernels import NAMES
+
+
+# Property tests: no per-example deadline (a busy 2-core machine is slow, not wrong) and
+# derandomized, so a failure in CI is the same failure on a developer's machine.
+settings.register_profile("scx-slo", deadline=None, derandomize=True, print_blob=True)
+settings.load_profile("scx-slo")
 
 
 def pytest_addoption(parser):

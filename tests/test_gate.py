@@ -225,3 +225,68 @@ def test_required_callback_absent_is_still_refused(good, kbtf, work):
     assert not report.accepted
     assert [c.name for c in report.failed] == ["kernel.struct_ops"]
     assert "cgroup_set_weight" in report.failed[0].reason
+
+
+@pytest.mark.parametrize("craft, fragment", [
+    (lambda d: O.truncate_func_info(d, keep=2), "func_info"),
+    (lambda d: O.set_member_type(d, "sched_ext_ops", "select_cpu"), "contains itself"),
+    (lambda d: O.set_array_elem_to_itself(d, "slo_class_stats", "lat_hist"), "contains itself"),
+    (lambda d: O.set_member_type(d, "slo_class_entry", "flags"), "contains itself"),
+], ids=["func_info-cut-to-2-bytes", "ops-member-is-ops", "array-of-itself", "struct-holds-itself"])
+def test_crafted_structures_are_refused_not_crashed(good, kbtf, work, craft, fragment):
+    """Cycles and truncations are typed refusals naming the cause, never a traceback,
+    and `scx-slo inspect --json` still prints its JSON report."""
+    bad = work / "crafted.bpf.o"
+    bad.write_bytes(craft(good.read_bytes()))
+    report = gate.inspect(bad, kernel_btf=kbtf)
+    assert not report.accepted
+    assert any(fragment in c.reason for c in report.failed), report.render()
+    r = _cli("--json", "--kernel-btf", str(kbtf), str(bad))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert json.loads(r.stdout)["accepted"] is False
+
+
+def test_structural_mutations_never_raise(good, kbtf, work):
+    """Type ids rewritten to point at their own type, past the end, at void or anywhere
+    (members, array elements, pointers, typedefs): the gate always answers with a report."""
+    import struct as st
+
+    from hypothesis import given, settings, strategies as s
+
+    from scx_slo.btf import Kind
+
+    data = good.read_bytes()
+    base, btf = O._btf_section(data)
+    # the byte offsets (in the file) of every u32 that holds a type id
+    slots = []
+    for t in btf.types():
+        off = base + btf._offs[t.id]
+        if t.kind in (Kind.PTR, Kind.TYPEDEF, Kind.CONST, Kind.VOLATILE, Kind.VAR, Kind.FUNC):
+            slots.append((t.id, off + 8))
+        elif t.kind == Kind.ARRAY:
+            slots.append((t.id, off + 12))
+        elif t.kind in (Kind.STRUCT, Kind.UNION):
+            slots += [(t.id, off + 12 + 12 * i + 4) for i in range(len(t.data))]
+    n = len(btf)
+
+    @settings(max_examples=100)
+    @given(s.lists(s.tuples(s.sampled_from(slots),
+                            s.sampled_from(["self", "past-end", "void", "any"]),
+                            s.integers(0, n + 5)), min_size=1, max_size=3))
+    def check(edits):
+        buf = bytearray(data)
+        for (tid, pos), how, anyid in edits:
+            new = {"self": tid, "past-end": n + 7, "void": 0, "any": anyid}[how]
+            buf[pos:pos + 4] = st.pack("<I", new)
+        report = gate.inspect_bytes(bytes(buf), kernel_btf=kbtf)
+        assert report.checks          # an answer, whatever it is
+        if report.accepted:           # and what it accepts, the loader can lay out
+            from scx_slo.scheduler import ObjectTypes
+            path = work / "mutant.bpf.o"
+            path.write_bytes(bytes(buf))
+            types = ObjectTypes(path)
+            for spec in gate.REQUIRED_MAPS:
+                for layout in types.map_layouts(spec):
+                    layout.unpack(bytes(layout.size))
+
+    check()

@@ -70,6 +70,7 @@ _MODIFIERS = frozenset({Kind.TYPEDEF, Kind.VOLATILE, Kind.CONST, Kind.RESTRICT,
                         Kind.TYPE_TAG})
 
 INT_SIGNED, INT_CHAR, INT_BOOL = 1, 2, 4
+MAX_NESTING = 32     # struct/array nesting the gate and layouts accept
 
 FUNC_LINKAGE = {0: "static", 1: "global", 2: "extern"}
 VAR_LINKAGE = {0: "static", 1: "global", 2: "extern"}
@@ -321,18 +322,41 @@ class Btf:
             t = self.type(t.ref)
         raise BtfError(f"{self.source}: type [{type_id}] has a modifier loop")
 
-    def size_of(self, type_id: int) -> int:
+    def size_of(self, type_id: int, _depth: int = 0) -> int:
+        if _depth > MAX_NESTING:
+            raise BtfError(f"{self.source}: type [{type_id}] nests deeper than {MAX_NESTING} "
+                           "levels (a type that contains itself?)")
         t = self.resolve(type_id)
         if t.kind == Kind.PTR:
             return 8
         if t.kind == Kind.ARRAY:
             elem, _index, n = t.data
-            return self.size_of(elem) * n
+            return self.size_of(elem, _depth + 1) * n
         if t.kind == Kind.VAR:
-            return self.size_of(t.ref)
+            return self.size_of(t.ref, _depth + 1)
         if t.size is None:
             raise BtfError(f"{self.source}: type [{t.id}] {t.kind.name} {t.name!r} has no size")
         return t.size
+
+    def check_acyclic(self, type_id: int) -> None:
+        """Refuse a type that contains itself (through members, array elements, typedefs
+        or qualifiers; pointers may point back) or nests deeper than MAX_NESTING."""
+        def visit(tid: int, path: tuple[int, ...]) -> None:
+            if tid in path:
+                chain = " -> ".join(f"[{i}]" for i in (*path, tid))
+                raise BtfError(f"{self.source}: type [{path[0]}] contains itself ({chain})")
+            if len(path) > MAX_NESTING:
+                raise BtfError(f"{self.source}: type [{path[0]}] nests deeper than "
+                               f"{MAX_NESTING} levels")
+            t = self.type(tid)
+            if t.kind in (Kind.STRUCT, Kind.UNION):
+                for m in t.data:
+                    visit(m.type_id, (*path, tid))
+            elif t.kind == Kind.ARRAY:
+                visit(t.data[0], (*path, tid))
+            elif t.kind in _MODIFIERS or t.kind == Kind.VAR:
+                visit(t.ref, (*path, tid))
+        visit(type_id, ())
 
     def enum_value(self, enum_name: str, value_name: str) -> int:
         for k in (Kind.ENUM, Kind.ENUM64):
@@ -414,6 +438,8 @@ def _ext_section(data: bytes, start: int, length: int, fmt: str, btf: Btf, sourc
     end = start + length
     if end > len(data):
         raise BtfError(f"{source}: {what} runs past the end")
+    if length < 4:
+        raise BtfError(f"{source}: {what} is {length} bytes, too short for its record size")
     rec = struct.Struct(fmt)
     (rec_size,) = struct.unpack_from("<I", data, start)
     if rec_size < rec.size:
@@ -441,6 +467,7 @@ class Layout:
     """
 
     def __init__(self, btf: Btf, type_id: int):
+        btf.check_acyclic(type_id)      # so that packing and unpacking cannot recurse forever
         self.btf = btf
         self.type_id = type_id
         self.type = btf.resolve(type_id)

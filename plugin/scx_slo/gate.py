@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -22,7 +23,7 @@ from elftools.common.exceptions import ELFError, ELFParseError
 from elftools.elf.elffile import ELFFile
 
 from scx_slo import OPS_NAME
-from scx_slo.btf import Btf, BtfError, BtfExt, Kind
+from scx_slo.btf import Btf, BtfError, BtfExt, Kind, Layout
 from scx_slo.errors import ScxSloError
 
 DEFAULT_KERNEL_BTF = Path("/sys/kernel/btf/vmlinux")
@@ -134,6 +135,22 @@ class _Refusal(Exception):
     """Raised inside a check to fail it with a reason."""
 
 
+_KBTF_CACHE: dict[tuple[str, int, int], Btf] = {}
+
+
+def _kernel_btf(path: Path) -> Btf:
+    """The kernel's BTF, parsed once per (path, size, mtime): a node's does not change."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise BtfError(f"{path}: cannot read BTF: {exc.strerror}") from exc
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _KBTF_CACHE:
+        _KBTF_CACHE.clear()
+        _KBTF_CACHE[key] = Btf.from_file(path)
+    return _KBTF_CACHE[key]
+
+
 class _Ctx:
     """What the checks learn about the object, shared between them."""
 
@@ -152,7 +169,7 @@ class _Ctx:
                 self._kbtf_error = "no kernel BTF given"
             else:
                 try:
-                    self._kbtf = Btf.from_file(self.kernel_btf_path)
+                    self._kbtf = _kernel_btf(self.kernel_btf_path)
                 except BtfError as exc:
                     self._kbtf_error = str(exc)
         if self._kbtf is None:
@@ -226,6 +243,9 @@ def _check_btf(ctx: _Ctx) -> str:
         raise _Refusal("no .BTF section (compile with clang -g)")
     try:
         ctx.btf = Btf(sec.data(), source=".BTF")
+        for t in ctx.btf.types():
+            if t.kind in (Kind.STRUCT, Kind.UNION, Kind.ARRAY):
+                ctx.btf.check_acyclic(t.id)     # a type that contains itself has no size
         ext = ctx.section(".BTF.ext")
         nfunc = 0
         if ext is not None:
@@ -331,6 +351,7 @@ def _map_defs(ctx: _Ctx) -> dict[str, dict]:
             elif m.name in ("key", "value"):
                 d[m.name + "_size"] = btf.size_of(mt.ref)
                 d[m.name + "_type"] = btf.type(mt.ref).name or target.name
+                d[m.name + "_type_id"] = mt.ref
         out[name] = d
     return out
 
@@ -363,6 +384,14 @@ def _check_maps(ctx: _Ctx) -> str:
             got = d.get(f"{part}_size")
             if got != want:
                 problems.append(f"{spec.name} {part} size {got}, want {want} ({tname})")
+            elif d.get(f"{part}_type") != tname:
+                problems.append(f"{spec.name} {part} is {d.get(f'{part}_type')!r}, want {tname!r}")
+            else:
+                try:    # every member must decode, as the loader will decode it
+                    layout = Layout(btf, d[f"{part}_type_id"])
+                    layout.unpack(bytes(layout.size))
+                except BtfError as exc:
+                    problems.append(f"{spec.name} {part} ({tname}) cannot be laid out: {exc}")
     if problems:
         raise _Refusal("; ".join(problems))
     ctx.details_maps = defs
@@ -460,7 +489,8 @@ def inspect_bytes(data: bytes, *, path: str = "<bytes>",
         except _Refusal as exc:
             status[name], reason = FAIL, str(exc)
         except (ELFError, ELFParseError, BtfError, ValueError, KeyError, IndexError,
-                TypeError, UnicodeDecodeError, AttributeError, OverflowError) as exc:
+                TypeError, UnicodeDecodeError, AttributeError, OverflowError, struct.error,
+                RecursionError) as exc:
             # Malformed input that slipped past the structural checks.
             status[name], reason = FAIL, f"malformed object: {type(exc).__name__}: {exc}"
         report.checks.append(Check(name, status[name], reason))
