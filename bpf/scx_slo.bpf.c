@@ -16,8 +16,12 @@
  *    and preempt one CPU that runs lower-class work (SCX_KICK_PREEMPT). A
  *    waker claims its victim atomically; the claim ends when the victim
  *    reschedules or after KICK_CLAIM_NS, so one kick per CPU is in flight
- *    and a lost one does not take the CPU out of reach. Short slices. A CPU that already runs
- *    latency-critical work is never kicked, so there is no kick/resched loop.
+ *    and a lost one does not take the CPU out of reach. Short slices, and
+ *    while latency-critical tasks wait on LAT_DSQ a 1 ms BPF timer preempts
+ *    CPUs whose task ran past its slice: at HZ=100 a slice would otherwise
+ *    last until the next 10 ms tick. Wakers never kick a CPU that already
+ *    runs latency-critical work, so there is no kick/resched loop; only the
+ *    slice timer ends such a task's slice, once it is over.
  *  - Everything else: weighted virtual time on BATCH_DSQ. A task's weight is
  *    p->scx.weight x its class weight x the product of cpu.weight/100 along
  *    its cgroup chain (kept by cgroup_init/cgroup_set_weight), divided by the
@@ -80,6 +84,7 @@ const volatile u64 lat_budget_ns = 2ULL * 1000 * 1000;	/* budget if a class sets
 const volatile u32 batch_floor_pct = 5;
 const volatile u32 timeout_ms = 5000;
 const volatile u32 miss_frac_pct = 100;
+const volatile u64 slice_timer_ns = 1ULL * 1000 * 1000;	/* slice ends enforced this finely; 0 = at ticks */
 const volatile s32 stall_canary_pid = 0;		/* test-only, 0 = off */
 
 /* ---- maps shared with user space ---- */
@@ -192,6 +197,14 @@ struct {
 	__type(value, struct bw_timer);
 } slo_bw_timer SEC(".maps");
 
+/* The slice timer: ends slices between ticks while latency-critical work waits. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct bw_timer);
+} slo_slice_timer SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
@@ -235,6 +248,7 @@ struct cpu_ctx {
 	u64 floor_debt;		/* latency-critical ns not yet matched by batch time at the floor rate */
 	u64 last_scan;
 	u64 kick_at;		/* a waker's claim on this CPU as its preemption victim; 0 = none */
+	u64 slice_end;		/* when the running task's slice is over */
 	u32 cur;		/* enum cur_kind */
 	u32 floor_boost;	/* the running batch task is the floor's: do not preempt */
 	u32 boost_next;		/* dispatch granted the floor to the next batch task */
@@ -264,6 +278,9 @@ u64 bw_override_wait_ns;
 s64 bw_timer_err;		/* the failed bpf_timer_start(), for diagnosis */
 u32 bw_timer_broken;		/* no timer (yet): cpu.max is not enforced */
 u64 bw_last_make;
+u64 slice_timer_armed;
+u32 slice_timer_broken;		/* no slice timer: slices end at ticks only */
+u64 nr_slice_kicks;		/* CPUs preempted by the slice timer */
 /* last starvation rescue, for diagnosis: pid, wait, vtime ahead of vtime_now */
 s32 rescue_pid;
 u64 rescue_wait_ns;
@@ -729,6 +746,73 @@ __noinline int take_from(u64 dsq, s32 cpu, u64 now)
 }
 
 /*
+ * HZ=100 ends a slice only at the next 10 ms tick. While latency-critical
+ * tasks wait on LAT_DSQ (no idle CPU, no preemptible one), a BPF timer every
+ * slice_timer_ns (1 ms) preempts every CPU whose task has run past its
+ * slice, so a queued latency-critical task waits for a slice, not a tick.
+ */
+__noinline int slice_kick_expired(u64 now)
+{
+	u32 nr = scx_bpf_nr_cpu_ids();
+	struct cpu_ctx *cc;
+	s32 cpu;
+
+	bpf_for(cpu, 0, SLO_MAX_CPUS) {
+		if (cpu >= nr)
+			break;
+		cc = cpu_ctx_of(cpu);
+		if (!cc || (cc->cur != CUR_LAT && cc->cur != CUR_BATCH))
+			continue;
+		if (slo_time_before(now, cc->slice_end))
+			continue;
+		scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
+		__sync_fetch_and_add(&nr_slice_kicks, 1);
+	}
+	return 0;
+}
+
+static int slice_timer_fn(void *map, int *key, struct bw_timer *t)
+{
+	slice_kick_expired(now_ns());
+	slice_timer_armed = 0;
+	if (scx_bpf_dsq_nr_queued(LAT_DSQ) > 0 &&
+	    __sync_bool_compare_and_swap(&slice_timer_armed, 0, 1))
+		bpf_timer_start(&t->timer, slice_timer_ns, 0);
+	return 0;
+}
+
+static __always_inline long slice_timer_make(void)
+{
+	struct bw_timer *t;
+	u32 zero = 0;
+	long err;
+
+	t = bpf_map_lookup_elem(&slo_slice_timer, &zero);
+	if (!t)
+		return -2;	/* -ENOENT */
+	err = bpf_timer_init(&t->timer, &slo_slice_timer, CLOCK_MONOTONIC);
+	if (err && err != -16)	/* -EBUSY: it exists */
+		return err;
+	return bpf_timer_set_callback(&t->timer, slice_timer_fn);
+}
+
+/* A latency-critical task now waits on LAT_DSQ: make sure the slice timer runs. */
+static __always_inline void slice_timer_arm(void)
+{
+	struct bw_timer *t;
+	u32 zero = 0;
+
+	if (!slice_timer_ns || slice_timer_broken ||
+	    !__sync_bool_compare_and_swap(&slice_timer_armed, 0, 1))
+		return;
+	t = bpf_map_lookup_elem(&slo_slice_timer, &zero);
+	if (!t || bpf_timer_start(&t->timer, slice_timer_ns, 0)) {
+		slice_timer_broken = 1;
+		slice_timer_armed = 0;
+	}
+}
+
+/*
  * A CPU may be preempted for a latency-critical task if it runs batch work
  * that is not the floor's and no other waker holds a live claim on it. With
  * @claim the claim is taken atomically (two wakers never book one victim); it
@@ -856,6 +940,7 @@ void BPF_STRUCT_OPS(slo_enqueue, struct task_struct *p, u64 enq_flags)
 		/* a re-queue (slice expiry, preemption) happens on a CPU that is rescheduling */
 		if (!(enq_flags & SCX_ENQ_WAKEUP)) {
 			slo_dsq_insert_vtime(p, LAT_DSQ, tctx->slice_ns, tctx->deadline, enq_flags);
+			slice_timer_arm();
 			return;
 		}
 		cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
@@ -867,6 +952,7 @@ void BPF_STRUCT_OPS(slo_enqueue, struct task_struct *p, u64 enq_flags)
 		cpu = pick_victim(p, scx_bpf_task_cpu(p), true);
 		if (cpu < 0) {
 			slo_dsq_insert_vtime(p, LAT_DSQ, tctx->slice_ns, tctx->deadline, enq_flags);
+			slice_timer_arm();
 			if (st)
 				st->nr_fallbacks++;
 			return;
@@ -1012,6 +1098,7 @@ static __always_inline bool keep_prev(struct task_struct *prev, struct cpu_ctx *
 	if (!charged)
 		account_run(prev, tctx, cc, now);
 	prev->scx.slice = tctx->slice_ns;
+	cc->slice_end = now + tctx->slice_ns;
 	return true;
 }
 
@@ -1136,6 +1223,7 @@ void BPF_STRUCT_OPS(slo_running, struct task_struct *p)
 
 	if (cc) {
 		cc->started_at = now;
+		cc->slice_end = now + p->scx.slice;
 		cc->kick_at = 0;
 		if (is_pcpu_kthread(p))
 			cc->cur = CUR_KTHREAD;
@@ -1319,13 +1407,15 @@ void BPF_STRUCT_OPS(slo_cgroup_move, struct task_struct *p, struct cgroup *from,
 	}
 }
 
-/* init: create the dispatch queues (the cpu.max timer is made on first use). */
+/* init: create the dispatch queues and the timers. */
 s32 BPF_STRUCT_OPS_SLEEPABLE(slo_init)
 {
 	s32 ret;
 
 	if (bw_timer_make())
 		bw_timer_broken = 1;
+	if (slice_timer_make())
+		slice_timer_broken = 1;
 	ret = scx_bpf_create_dsq(THROTTLE_DSQ, -1);
 	if (ret)
 		return ret;

@@ -32,7 +32,7 @@ STATE_PATH = Path("/sys/kernel/sched_ext/state")
 OPS_FIELDS = ("timeout_ms", "flags", "exit_dump_len")
 # Maps pinned only to keep them alive: the kernel frees a map's BPF timers once no
 # user space reference (fd or pin) is left, and the scheduler outlives its loader.
-KEEPALIVE_MAPS = ("slo_bw_timer",)
+KEEPALIVE_MAPS = ("slo_bw_timer", "slo_slice_timer")
 
 
 class SchedulerError(ScxSloError):

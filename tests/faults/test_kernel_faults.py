@@ -192,7 +192,7 @@ def test_agent_killed_during_load(fvm):
 
     full = {LINK_PIN, *(m.name for m in gate.REQUIRED_MAPS), *KEEPALIVE_MAPS}
     assert full == {"link", "slo_cgroups", "slo_classes", "slo_exit", "slo_gen", "slo_stats",
-                    "slo_cg_bw", "slo_bw_timer"}
+                    "slo_cg_bw", "slo_bw_timer", "slo_slice_timer"}
     for c in out["cycles"]:
         with row.case():
             pins = {p.split("/", 1)[1] for p in c["pins_after_kill"] if "/" in p}

@@ -58,12 +58,14 @@ def scx_ops() -> str:
     return p.read_text().strip() if p.exists() else ""
 
 
-def load() -> None:
+def load(**tunables: int) -> None:
     from scx_slo.scheduler import Scheduler
 
     if os.path.exists(PIN):
         unload()
     with Scheduler.open(OBJ, pin_dir=PIN) as s:
+        if tunables:
+            s.set_tunables(**tunables)
         s.load()
         s.attach()
         s.pin()     # the link, the maps and the cpu.max timer's map outlive this handle
@@ -541,6 +543,38 @@ def scenario_genchurn(args) -> dict:
     return res
 
 
+def scenario_slicetimer(args) -> dict:
+    """Latency-critical work behind latency-critical work: CPU hogs and the 1 ms probe
+    in one latency-critical class, so a probe wakeup finds no CPU it may preempt and
+    waits on LAT_DSQ for a slice to end. With slice_timer_ns = 0 slices end at ticks
+    (10 ms at HZ=100); with the default the timer ends them at about 1 ms."""
+    ncpu = os.cpu_count() or 1
+    crit = cg_make("slo_st_crit")
+    res = {"ncpu": ncpu, "hz_tick_ms": None, "runs": {}}
+    try:
+        for name, tun in (("ticks_only", {"slice_timer_ns": 0}), ("slice_timer", {}),
+                          ("ticks_only_2", {"slice_timer_ns": 0}), ("slice_timer_2", {})):
+            load(**tun)
+            setup_lat_class()
+            set_cgroup_class(crit, LAT_CLASS)
+            h = hogs(crit, 2 * ncpu, args.seconds + 60)
+            time.sleep(0.5)
+            probe = probe_start(crit, args.seconds)
+            out = probe_result(probe, args.seconds + 120)
+            h.kill()
+            h.wait(timeout=60)
+            out["nr_slice_kicks"] = read_bss().get("nr_slice_kicks")
+            out["slice_timer_broken"] = read_bss().get("slice_timer_broken")
+            out["state"] = scx_state()
+            out["exit"] = read_exit()
+            res["runs"][name] = out
+            unload()
+    finally:
+        res["state_unloaded"] = unload()
+        cg_remove(crit)
+    return res
+
+
 def kubelet_weight(millicpu: int) -> int:
     """cpu.weight kubelet writes for a CPU request (cgroup v2 conversion of cpu.shares)."""
     shares = max(2, millicpu * 1024 // 1000)
@@ -632,6 +666,8 @@ def main() -> int:
     p.add_argument("--hogs-b", type=int, default=1, help="hogs per vCPU in the weight-100 cgroup")
     p = sub.add_parser("floor")
     p.add_argument("--seconds", type=float, default=10)
+    p = sub.add_parser("slicetimer")
+    p.add_argument("--seconds", type=float, default=8)
     p = sub.add_parser("genchurn")
     p.add_argument("--seconds", type=float, default=20)
     p = sub.add_parser("bandwidth")
@@ -645,7 +681,7 @@ def main() -> int:
     args = ap.parse_args()
     fn = {"load-unload": scenario_load_unload, "saturation": scenario_saturation,
           "weights": scenario_weights, "floor": scenario_floor,
-          "bandwidth": scenario_bandwidth, "genchurn": scenario_genchurn, "move": scenario_move, "bench": scenario_bench}[args.cmd]
+          "bandwidth": scenario_bandwidth, "genchurn": scenario_genchurn, "slicetimer": scenario_slicetimer, "move": scenario_move, "bench": scenario_bench}[args.cmd]
     print(json.dumps(fn(args)))
     return 0
 
