@@ -42,8 +42,9 @@
  *    while batch work is queued and the debt reaches that many batch slices,
  *    the CPU runs batch (floor boost), which lat wakeups do not preempt.
  *    Per-CPU kthreads go to their CPU's local DSQ, ahead of both DSQs. Every
- *    100 ms each CPU scans the tail of BATCH_DSQ and runs any task that has
- *    waited more than timeout_ms/4.
+ *    100 ms each CPU scans the tail of BATCH_DSQ and runs every task (up to
+ *    32) that has waited more than timeout_ms/4, each for a short slice, so
+ *    the bound holds however many tasks starve.
  *  - Observability: per-class, per-CPU wakeup-to-run log2 histograms and
  *    counters in slo_stats; ops.exit copies the exit info into slo_exit.
  *
@@ -76,6 +77,7 @@ char _license[] SEC("license") = "GPL";
 #define STARVE_SCAN_NS		(100ULL * 1000 * 1000)
 #define KICK_CLAIM_NS		(4ULL * 1000 * 1000)	/* a victim claim lapses (the kick was lost) */
 #define STARVE_SCAN_MAX		256
+#define STARVE_RESCUE_MAX	32	/* tasks one scan may rescue (one dispatch's batch) */
 
 /* ---- tunables, set by user space before load ---- */
 const volatile u64 slice_ns = 5ULL * 1000 * 1000;	/* batch slice */
@@ -1102,15 +1104,19 @@ static __always_inline bool keep_prev(struct task_struct *prev, struct cpu_ctx *
 	return true;
 }
 
-/* Starvation scan: run the longest-waiting-looking tail of BATCH_DSQ if it waited too long. */
+/*
+ * Starvation scan: every task of the last STARVE_SCAN_MAX of BATCH_DSQ that
+ * waited over timeout_ms/4 goes to this CPU's local DSQ with a short slice
+ * (at most STARVE_RESCUE_MAX a scan). Rescuing all of them, not one, keeps the
+ * bound for any number of starving tasks: N of them cost N short slices.
+ */
 __noinline int rescue_starved(s32 cpu, u64 now)
 {
 	struct task_struct *q;
 	struct task_ctx *tctx;
 	u64 limit = (u64)timeout_ms * 1000 * 1000 / 4;
 	struct bpf_iter_scx_dsq it;
-	bool moved = false;
-	int i;
+	int i, moved = 0;
 
 	if (bpf_iter_scx_dsq_new(&it, BATCH_DSQ, SCX_DSQ_ITER_REV)) {
 		bpf_iter_scx_dsq_destroy(&it);
@@ -1126,6 +1132,7 @@ __noinline int rescue_starved(s32 cpu, u64 now)
 		/* moving a task this CPU may not run is a scheduler error */
 		if (q->migration_disabled || !bpf_cpumask_test_cpu(cpu, q->cpus_ptr))
 			continue;
+		slo_dsq_move_set_slice(&it, lat_slice_ns);
 		if (slo_dsq_move(&it, q, SCX_DSQ_LOCAL, 0)) {
 			struct slo_class_stats *st = class_stats(tctx->class_id);
 
@@ -1136,8 +1143,8 @@ __noinline int rescue_starved(s32 cpu, u64 now)
 			rescue_pid = q->pid;
 			rescue_wait_ns = now - tctx->enq_at;
 			rescue_vtime_lead = (s64)(q->scx.dsq_vtime - vtime_now);
-			moved = true;
-			break;
+			if (++moved >= STARVE_RESCUE_MAX)
+				break;
 		}
 	}
 	bpf_iter_scx_dsq_destroy(&it);

@@ -54,6 +54,8 @@ bool scx_bpf_dispatch_vtime_from_dsq___compat(struct bpf_iter_scx_dsq *it__iter,
 					      u64 enq_flags) __ksym __weak;
 void scx_bpf_dispatch_from_dsq_set_vtime___compat(struct bpf_iter_scx_dsq *it__iter,
 						  u64 vtime) __ksym __weak;
+void scx_bpf_dispatch_from_dsq_set_slice___compat(struct bpf_iter_scx_dsq *it__iter,
+						  u64 slice) __ksym __weak;
 
 /* 7.x forms, named as the kernel names them (flavour suffix stripped by libbpf). */
 bool scx_bpf_dsq_insert___v2___compat(struct task_struct *p, u64 dsq_id, u64 slice,
@@ -117,6 +119,15 @@ static __always_inline void slo_dsq_move_set_vtime(struct bpf_iter_scx_dsq *it, 
 		scx_bpf_dsq_move_set_vtime(it, vtime);
 	else if (bpf_ksym_exists(scx_bpf_dispatch_from_dsq_set_vtime___compat))
 		scx_bpf_dispatch_from_dsq_set_vtime___compat(it, vtime);
+}
+
+/* The slice the next slo_dsq_move*() from @it gives the task. */
+static __always_inline void slo_dsq_move_set_slice(struct bpf_iter_scx_dsq *it, u64 slice)
+{
+	if (bpf_ksym_exists(scx_bpf_dsq_move_set_slice))
+		scx_bpf_dsq_move_set_slice(it, slice);
+	else if (bpf_ksym_exists(scx_bpf_dispatch_from_dsq_set_slice___compat))
+		scx_bpf_dispatch_from_dsq_set_slice___compat(it, slice);
 }
 
 static __always_inline bool slo_dsq_move_vtime(struct bpf_iter_scx_dsq *it,

@@ -43,9 +43,18 @@ def _kernels(config) -> list[str]:
     return list(chosen or NAMES)
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "vm_kernels(*names): run this VM test on these kernels "
+                                       "only (of those selected)")
+
+
 def pytest_generate_tests(metafunc):
     if "vm_kernel" in metafunc.fixturenames:
-        metafunc.parametrize("vm_kernel", _kernels(metafunc.config), scope="session")
+        names = _kernels(metafunc.config)
+        only = metafunc.definition.get_closest_marker("vm_kernels")
+        if only is not None:
+            names = [n for n in names if n in only.args]
+        metafunc.parametrize("vm_kernel", names, scope="session")
 
 
 @pytest.fixture(scope="session")

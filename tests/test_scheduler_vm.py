@@ -181,3 +181,19 @@ def test_slice_timer_ends_slices_between_ticks(vm, vm_kernel):
     assert all(run["nr_slice_kicks"] == 0 for run in off)
     assert all(run["nr_slice_kicks"] > 0 for run in on)
     assert r["state_unloaded"] == "disabled"
+
+
+@pytest.mark.vm
+def test_starvation_bound_holds_for_64_batch_threads(vm):
+    """64 runnable batch threads against a latency-critical CPU hog (1 vCPU, watchdog 5 s,
+    SCX_SLO_SATURATION_SECONDS long): every batch thread runs before the watchdog's limit,
+    so the scheduler is never ejected."""
+    r = guest_json(vm, "starve", "--seconds", str(SATURATION_SECONDS), "--threads", "64",
+                   timeout=SATURATION_SECONDS * 6 + 300)
+    print(f"\n64 batch threads vs a critical hog for {r['seconds']} s: "
+          f"{r['nr_starve_rescues']} rescues, {r['nr_floor_boosts']} floor slices, last rescued "
+          f"task had waited {r['last_rescue_wait_ms']:.0f} ms; exit {r['exit']}")
+    assert r["state_end"] == "enabled" and r["exit"]["kind"] == 0, r["exit"]
+    assert len(r["samples"]) >= r["seconds"] - 2 and all(s == "enabled" for s in r["samples"])
+    assert r["nr_starve_rescues"] > 0
+    assert r["state_unloaded"] == "disabled"

@@ -543,6 +543,39 @@ def scenario_genchurn(args) -> dict:
     return res
 
 
+def scenario_starve(args) -> dict:
+    """THREADS runnable batch threads per vCPU against a latency-critical CPU hog per
+    vCPU, with the watchdog at 5 s: the floor alone serves one batch slice per ~100 ms,
+    so with dozens of threads only the starvation rescue keeps every one under it."""
+    ncpu = os.cpu_count() or 1
+    batch, crit = cg_make("slo_sv_batch"), cg_make("slo_sv_crit")
+    res = {"ncpu": ncpu, "threads": args.threads * ncpu, "seconds": args.seconds, "samples": []}
+    try:
+        load(timeout_ms=5000)
+        setup_lat_class()
+        set_cgroup_class(crit, LAT_CLASS)
+        hb = hogs(batch, args.threads * ncpu, args.seconds + 60)
+        hc = hogs(crit, ncpu, args.seconds + 60)
+        t_end = time.monotonic() + args.seconds
+        while time.monotonic() < t_end and scx_state() == "enabled":
+            time.sleep(1)
+            res["samples"].append(scx_state())
+        s = read_stats()
+        res["nr_starve_rescues"] = s[0]["nr_starve_rescues"]
+        res["nr_floor_boosts"] = s[0]["nr_floor_boosts"]
+        bss = read_bss()
+        res["last_rescue_wait_ms"] = (bss.get("rescue_wait_ns") or 0) / 1e6
+        res.update({"state_end": scx_state(), "exit": read_exit()})
+        for h in (hb, hc):
+            h.kill()
+            h.wait(timeout=60)
+    finally:
+        res["state_unloaded"] = unload()
+        cg_remove(batch)
+        cg_remove(crit)
+    return res
+
+
 def scenario_slicetimer(args) -> dict:
     """Latency-critical work behind latency-critical work: CPU hogs and the 1 ms probe
     in one latency-critical class, so a probe wakeup finds no CPU it may preempt and
@@ -666,6 +699,9 @@ def main() -> int:
     p.add_argument("--hogs-b", type=int, default=1, help="hogs per vCPU in the weight-100 cgroup")
     p = sub.add_parser("floor")
     p.add_argument("--seconds", type=float, default=10)
+    p = sub.add_parser("starve")
+    p.add_argument("--seconds", type=float, default=20)
+    p.add_argument("--threads", type=int, default=64, help="batch threads per vCPU")
     p = sub.add_parser("slicetimer")
     p.add_argument("--seconds", type=float, default=8)
     p = sub.add_parser("genchurn")
@@ -681,7 +717,7 @@ def main() -> int:
     args = ap.parse_args()
     fn = {"load-unload": scenario_load_unload, "saturation": scenario_saturation,
           "weights": scenario_weights, "floor": scenario_floor,
-          "bandwidth": scenario_bandwidth, "genchurn": scenario_genchurn, "slicetimer": scenario_slicetimer, "move": scenario_move, "bench": scenario_bench}[args.cmd]
+          "bandwidth": scenario_bandwidth, "genchurn": scenario_genchurn, "slicetimer": scenario_slicetimer, "starve": scenario_starve, "move": scenario_move, "bench": scenario_bench}[args.cmd]
     print(json.dumps(fn(args)))
     return 0
 
