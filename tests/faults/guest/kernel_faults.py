@@ -178,8 +178,15 @@ SCX_RESCUE_DISABLE = 0xFFFFFFFF
 
 def disable_rescue(s: Scheduler) -> str:
     """Turn off the kernel's rescue of stalled tasks (sched_ext_ops.rescue_bandwidth_ppt,
-    new in this kernel), so that the watchdog is what catches the stall."""
+    new in 7.x), so that the watchdog is what catches the stall. A kernel without the
+    member (6.12) has no such rescue: nothing to turn off."""
+    from scx_slo import gate
+    from scx_slo.btf import Btf, Kind
     from scx_slo.scheduler import SchedulerError
+
+    kernel_ops = Btf.from_file(gate.DEFAULT_KERNEL_BTF).get(gate.STRUCT_OPS_TYPE, Kind.STRUCT)
+    if "rescue_bandwidth_ppt" not in {m.name for m in kernel_ops.members}:
+        return "absent: this kernel has no rescue"
 
     try:
         s.set_ops(rescue_bandwidth_ppt=SCX_RESCUE_DISABLE)
