@@ -346,7 +346,7 @@ class Agent:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop_event.set())
-        problems = [c for c in Preflight().run() if not c.ok]
+        problems = [c for c in Preflight().run(trial_load=False) if not c.ok]
         for c in problems:
             self.out.error(f"preflight {c.name}: {c.detail}; fix: {c.hint}", check=c.name)
         if any(c.name in ("kernel", "sched_ext", "btf", "privileges", "libbpf", "other_scheduler")

@@ -14,8 +14,9 @@ import logging
 import os
 import time
 
+from scx_slo.btf import Kind
 from scx_slo.cgroups import CgroupError, cgroup_id
-from scx_slo.gate import DEFAULT_KERNEL_BTF, STRUCT_OPS_TYPE
+from scx_slo.gate import DEFAULT_KERNEL_BTF, STRUCT_OPS_TYPE, load_kernel_btf
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +24,9 @@ QUOTA_MAX = (1 << 64) - 1       # cpu.max "max", as the kernel passes it
 BANDWIDTH_CALLBACK = "cgroup_set_bandwidth"
 
 
-def kernel_passes_cpu_max(kernel_btf=DEFAULT_KERNEL_BTF) -> bool:
+def kernel_passes_cpu_max(path=DEFAULT_KERNEL_BTF) -> bool:
     """Does this kernel's sched_ext hand cpu.max to the scheduler itself?"""
-    from scx_slo.btf import Btf, Kind
-
-    with open(kernel_btf, "rb") as f:
-        ops = Btf(f.read(), source=str(kernel_btf)).find(STRUCT_OPS_TYPE, Kind.STRUCT)
+    ops = load_kernel_btf(path).find(STRUCT_OPS_TYPE, Kind.STRUCT)
     return ops is not None and any(m.name == BANDWIDTH_CALLBACK for m in ops.members)
 
 

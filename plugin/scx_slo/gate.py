@@ -138,8 +138,9 @@ class _Refusal(Exception):
 _KBTF_CACHE: dict[tuple[str, int, int], Btf] = {}
 
 
-def _kernel_btf(path: Path) -> Btf:
+def load_kernel_btf(path: str | Path = DEFAULT_KERNEL_BTF) -> Btf:
     """The kernel's BTF, parsed once per (path, size, mtime): a node's does not change."""
+    path = Path(path)
     try:
         st = path.stat()
     except OSError as exc:
@@ -169,7 +170,7 @@ class _Ctx:
                 self._kbtf_error = "no kernel BTF given"
             else:
                 try:
-                    self._kbtf = _kernel_btf(self.kernel_btf_path)
+                    self._kbtf = load_kernel_btf(self.kernel_btf_path)
                 except BtfError as exc:
                     self._kbtf_error = str(exc)
         if self._kbtf is None:

@@ -140,6 +140,9 @@ class Preflight:
         return Check("verifier", True, f"{len(insns)} programs load; largest {name}: {most} "
                      f"instructions, {100 * most / VERIFIER_LIMIT:.1f}% of the limit")
 
-    def run(self) -> list[Check]:
-        return [self.kernel(), self.sched_ext(), self.btf(), self.cgroup(), self.privileges(),
-                self.bpffs(), self.other_scheduler(), self.libbpf(), self.verifier()]
+    def run(self, trial_load: bool = True) -> list[Check]:
+        """Every check; TRIAL_LOAD=False leaves out the verifier's (the agent's own load
+        reports a refusal, with the log, and need not load the object twice)."""
+        checks = [self.kernel(), self.sched_ext(), self.btf(), self.cgroup(), self.privileges(),
+                  self.bpffs(), self.other_scheduler(), self.libbpf()]
+        return checks + [self.verifier()] if trial_load else checks
