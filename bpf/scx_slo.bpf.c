@@ -28,8 +28,9 @@
  *    number of runnable tasks in its cgroup, so cgroups share by cpu.weight.
  *  - cpu.max (cgroup_init/cgroup_set_bandwidth from 6.17; before that user
  *    space reads cgroupfs into slo_cg_bw, applied when a task of the cgroup
- *    resolves): a cgroup with a quota gets that much run time per period, charged to it and to every
- *    limited ancestor (the nearest SLO_BW_LEVELS, cached per task). A task of
+ *    resolves): a cgroup with a quota gets that much run time per period,
+ *    charged to it and to every limited ancestor (the nearest SLO_BW_LEVELS,
+ *    cached per task). A task of
  *    a cgroup out of quota is parked on THROTTLE_DSQ (at enqueue, at dispatch
  *    when it reaches a queue's head, at the tick when it runs); a BPF timer
  *    puts parked tasks back once their cgroups' next period starts. This
