@@ -104,9 +104,36 @@ def test_kfunc_absent_names_the_kfunc(good, work):
     report = gate.inspect(path, kernel_btf=kb)
     assert report.failed and report.failed[0].name == "kfuncs"
     assert kfunc in report.check("kfuncs").reason
-    # ...while a weak reference to the same absent kfunc is allowed.
-    weak = gate.inspect(good, kernel_btf=kb)
-    assert weak.check("kfuncs").ok and kfunc in weak.check("kfuncs").reason
+
+
+def test_weak_kfunc_called_unguarded_is_required(good, work):
+    # vmlinux.h makes every kfunc weak; ops.init calls scx_bpf_create_dsq with no
+    # bpf_ksym_exists() guard, so a kernel without it must be refused, by name.
+    kb = O.kernel_btf_for(good, work, omit=("scx_bpf_create_dsq",))
+    report = gate.inspect(good, kernel_btf=kb)
+    assert [c.name for c in report.failed] == ["kfuncs"], report.render()
+    reason = report.check("kfuncs").reason
+    assert "scx_bpf_create_dsq (in slo_init)" in reason and "bpf_ksym_exists" in reason
+
+
+def test_guarded_kfunc_absent_is_allowed(good, work):
+    # The newest insert is tried first behind bpf_ksym_exists(); a kernel without it
+    # takes the next form, so its absence is fine...
+    kb = O.kernel_btf_for(good, work, omit=("scx_bpf_dsq_insert___v2",))
+    report = gate.inspect(good, kernel_btf=kb)
+    assert report.check("kfuncs").ok, report.render()
+    assert "scx_bpf_dsq_insert___v2" in report.check("kfuncs").reason
+
+
+def test_last_fallback_of_a_chain_is_required(good, work):
+    # ...but with every earlier form gone, the last fallback (6.12's scx_bpf_dispatch)
+    # is reached unguarded and must exist.
+    kb = O.kernel_btf_for(good, work, omit=("scx_bpf_dsq_insert___v2", "scx_bpf_dsq_insert",
+                                            "scx_bpf_dispatch"))
+    report = gate.inspect(good, kernel_btf=kb)
+    reason = report.check("kfuncs").reason
+    assert not report.accepted and "scx_bpf_dispatch (in " in reason, report.render()
+    assert "scx_bpf_dsq_insert " not in reason and "___v2 " not in reason
 
 
 def test_sha256_pin(good, kbtf):

@@ -22,7 +22,7 @@ from typing import Callable
 from elftools.common.exceptions import ELFError, ELFParseError
 from elftools.elf.elffile import ELFFile
 
-from scx_slo import OPS_NAME
+from scx_slo import OPS_NAME, kfuncs
 from scx_slo.btf import Btf, BtfError, BtfExt, Kind, Layout
 from scx_slo.errors import ScxSloError
 
@@ -407,33 +407,41 @@ def _check_tunables(ctx: _Ctx) -> str:
     return f"{len(REQUIRED_TUNABLES)} tunables in .rodata"
 
 
-def _ksyms(ctx: _Ctx) -> list[tuple[str, str, bool]]:
-    """(name as the kernel knows it, BTF kind, weak) for each extern ksym of the object."""
-    out = []
+def _ksyms(ctx: _Ctx) -> dict[str, tuple[str, str, bool]]:
+    """Object name -> (name as the kernel knows it, BTF kind, weak) of each extern ksym."""
+    out = {}
     for name, (var, _o, _s) in ctx.btf.datasec_vars(".ksyms").items():
         sym = ctx.symbols.get(name)
         weak = sym is not None and sym["st_info"]["bind"] == "STB_WEAK"
         kname = name[:name.rindex("___")] if "___" in name else name  # libbpf flavours
         kind = "func" if var.kind == Kind.FUNC else "var"
-        out.append((kname, kind, weak))
+        out[name] = (kname, kind, weak)
     return out
 
 
 def _check_kfuncs(ctx: _Ctx) -> str:
+    """Weakness is no guide (vmlinux.h declares every kfunc __weak): a kfunc the kernel
+    lacks is allowed only if no call to it is reachable past its bpf_ksym_exists() guard."""
     kbtf = ctx.kernel_btf()
-    missing_strong, missing_weak, found = [], [], 0
-    for name, kind, weak in _ksyms(ctx):
-        present = kbtf.find(name, Kind.FUNC if kind == "func" else Kind.VAR) is not None
-        if present:
-            found += 1
-        elif weak:
-            missing_weak.append(name)
-        else:
-            missing_strong.append(name)
-    if missing_strong:
-        raise _Refusal(f"not in kernel BTF {ctx.kernel_btf_path}: {', '.join(missing_strong)}")
-    extra = f"; weak, absent (allowed): {', '.join(missing_weak)}" if missing_weak else ""
-    return f"{found} ksyms found in kernel BTF{extra}"
+    ksyms = _ksyms(ctx)
+    present = {name: kbtf.find(kname, Kind.FUNC if kind == "func" else Kind.VAR) is not None
+               for name, (kname, kind, _w) in ksyms.items()}
+    strong = sorted({ksyms[n][0] for n, ok in present.items() if not ok and not ksyms[n][2]})
+    if strong:
+        raise _Refusal(f"not in kernel BTF {ctx.kernel_btf_path}: {', '.join(strong)}")
+    called = kfuncs.missing_calls(ctx.elf, ksyms, present.__getitem__)
+    if called:
+        where: dict[str, list[str]] = {}
+        for c in called:
+            where.setdefault(ksyms[c.kfunc][0], []).append(c.function)
+        raise _Refusal(f"kernel BTF {ctx.kernel_btf_path} lacks kfunc(s) the object calls "
+                       f"without a bpf_ksym_exists() guard: "
+                       + "; ".join(f"{k} (in {', '.join(sorted(set(fs)))})"
+                                   for k, fs in sorted(where.items())))
+    absent = sorted({ksyms[n][0] for n, ok in present.items() if not ok})
+    extra = (f"; absent but only behind bpf_ksym_exists(): {', '.join(absent)}"
+             if absent else "")
+    return f"{sum(present.values())} ksyms found in kernel BTF{extra}"
 
 
 def _check_kernel_struct_ops(ctx: _Ctx) -> str:
@@ -465,7 +473,7 @@ _CHECKS: list[tuple[str, tuple[str, ...], Callable[[_Ctx], str]]] = [
     ("maps", ("btf",), _check_maps),
     ("tunables", ("btf",), _check_tunables),
     ("kernel.struct_ops", ("struct_ops",), _check_kernel_struct_ops),
-    ("kfuncs", ("btf",), _check_kfuncs),
+    ("kfuncs", ("btf", "kernel.struct_ops"), _check_kfuncs),
 ]
 CHECK_NAMES = tuple(n for n, _d, _f in _CHECKS) + ("sha256",)
 
