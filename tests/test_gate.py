@@ -259,7 +259,14 @@ def test_required_callback_absent_is_still_refused(good, kbtf, work):
     (lambda d: O.set_member_type(d, "sched_ext_ops", "select_cpu"), "contains itself"),
     (lambda d: O.set_array_elem_to_itself(d, "slo_class_stats", "lat_hist"), "contains itself"),
     (lambda d: O.set_member_type(d, "slo_class_entry", "flags"), "contains itself"),
-], ids=["func_info-cut-to-2-bytes", "ops-member-is-ops", "array-of-itself", "struct-holds-itself"])
+    (lambda d: O.set_member_type(d, "slo_class_entry", "flags", 0x1000000), "invalid referenced type ID"),
+    (lambda d: O.set_btf_ext_flags(d, 1), "flags 1"),
+    (lambda d: O.rename_symbol(d, "scx_bpf_kick_cpu", "scx_slo_ops"), "has no BTF"),
+    (lambda d: O.rename_symbol(d, "slo_gen", "slo_classes"), "has no ELF symbol"),
+    (lambda d: O.rename_section(d, "struct_ops/slo_enqueue", "scx_slo_ops"), "slo_enqueue"),
+], ids=["func_info-cut-to-2-bytes", "ops-member-is-ops", "array-of-itself", "struct-holds-itself",
+        "member-type-past-the-end", "btf.ext-flags", "extern-symbol-renamed",
+        "map-symbol-renamed", "program-section-renamed"])
 def test_crafted_structures_are_refused_not_crashed(good, kbtf, work, craft, fragment):
     """Cycles and truncations are typed refusals naming the cause, never a traceback,
     and `scx-slo inspect --json` still prints its JSON report."""

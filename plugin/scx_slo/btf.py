@@ -155,10 +155,13 @@ class Btf:
         if t0 + type_len > len(data) or s0 + str_len > len(data) or type_off % 4:
             raise BtfError(f"{source}: BTF sections run past the end of the data "
                            f"({len(data)} bytes)")
+        if type_off + type_len > str_off:
+            raise BtfError(f"{source}: BTF type data ({type_off} + {type_len}) overlaps the "
+                           f"strings at {str_off}")
         self.flags = flags
         self._strs = data[s0:s0 + str_len]
-        if str_len and self._strs[-1:] != b"\0":
-            raise BtfError(f"{source}: BTF string section is not NUL-terminated")
+        if not str_len or self._strs[-1:] != b"\0" or self._strs[:1] != b"\0":
+            raise BtfError(f"{source}: BTF string section must start and end with NUL")
         self._index_types(t0, t0 + type_len)
         self._cache: dict[int, Type] = {}
 
@@ -358,6 +361,60 @@ class Btf:
                 visit(t.ref, (*path, tid))
         visit(type_id, ())
 
+    def validate(self) -> None:
+        """Check every type as libbpf's btf_sanity_check() does before it uses a BTF:
+        each name is a string of the section, each referenced type id exists, and a
+        FUNC's type is a FUNC_PROTO."""
+        nstr, ntypes = len(self._strs), len(self._offs)
+
+        def name(off: int, what: str, tid: int) -> None:
+            if off >= nstr:
+                raise BtfError(f"{self.source}: type [{tid}]: invalid {what} "
+                               f"(string offset {off})")
+
+        def ref(rid: int, tid: int) -> None:
+            if not 0 <= rid < ntypes:
+                raise BtfError(f"{self.source}: type [{tid}]: invalid referenced type ID "
+                               f"{rid}")
+
+        data = self._data
+        for tid in range(1, ntypes):
+            pos = self._offs[tid]
+            name_off, info, st = _TYPE.unpack_from(data, pos)
+            kind, vlen, p = (info >> 24) & 0x1F, info & 0xFFFF, pos + 12
+            name(name_off, "type name", tid)
+            if kind in _MODIFIERS or kind in (Kind.PTR, Kind.VAR, Kind.DECL_TAG):
+                ref(st, tid)
+            elif kind == Kind.ARRAY:
+                elem, index, _n = struct.unpack_from("<III", data, p)
+                ref(elem, tid)
+                ref(index, tid)
+            elif kind in (Kind.STRUCT, Kind.UNION):
+                for i in range(vlen):
+                    mn, mt, _mo = struct.unpack_from("<III", data, p + 12 * i)
+                    name(mn, "field name", tid)
+                    ref(mt, tid)
+            elif kind in (Kind.ENUM, Kind.ENUM64):
+                step = 8 if kind == Kind.ENUM else 12
+                for i in range(vlen):
+                    name(struct.unpack_from("<I", data, p + step * i)[0], "enum name", tid)
+            elif kind == Kind.FUNC:
+                ref(st, tid)
+                target_kind = (_TYPE.unpack_from(data, self._offs[st])[1] >> 24) & 0x1F \
+                    if st else Kind.UNKN
+                if target_kind != Kind.FUNC_PROTO:
+                    raise BtfError(f"{self.source}: type [{tid}]: referenced type [{st}] is "
+                                   f"not FUNC_PROTO")
+            elif kind == Kind.FUNC_PROTO:
+                ref(st, tid)
+                for i in range(vlen):
+                    pn, pt = struct.unpack_from("<II", data, p + 8 * i)
+                    name(pn, "param name", tid)
+                    ref(pt, tid)
+            elif kind == Kind.DATASEC:
+                for i in range(vlen):
+                    ref(struct.unpack_from("<I", data, p + 12 * i)[0], tid)
+
     def enum_value(self, enum_name: str, value_name: str) -> int:
         for k in (Kind.ENUM, Kind.ENUM64):
             t = self.find(enum_name, k)
@@ -411,11 +468,12 @@ class BtfExt:
         data = bytes(data)
         if len(data) < 24:
             raise BtfError(f"{source}: {len(data)} bytes, shorter than its header")
-        magic, version, _flags, hdr_len = struct.unpack_from("<HBBI", data, 0)
+        magic, version, flags, hdr_len = struct.unpack_from("<HBBI", data, 0)
         if magic != BTF_MAGIC:
             raise BtfError(f"{source}: bad magic 0x{magic:04x}")
-        if version != 1 or hdr_len < 24 or hdr_len > len(data):
-            raise BtfError(f"{source}: bad header (version {version}, length {hdr_len})")
+        if version != 1 or flags or hdr_len < 24 or hdr_len >= len(data):
+            raise BtfError(f"{source}: bad header (version {version}, flags {flags}, "
+                           f"length {hdr_len} of {len(data)})")
         fi_off, fi_len, li_off, li_len = struct.unpack_from("<IIII", data, 8)
         cr_off = cr_len = 0
         if hdr_len >= 32:
@@ -432,9 +490,12 @@ class BtfExt:
 
 def _ext_section(data: bytes, start: int, length: int, fmt: str, btf: Btf, source: str,
                  what: str) -> dict[str, list[tuple]]:
+    """One info section, checked as libbpf's btf_ext_setup_info() checks it."""
     out: dict[str, list[tuple]] = {}
     if not length:
         return out
+    if start % 4:
+        raise BtfError(f"{source}: {what} is not aligned to 4 bytes")
     end = start + length
     if end > len(data):
         raise BtfError(f"{source}: {what} runs past the end")
@@ -442,14 +503,18 @@ def _ext_section(data: bytes, start: int, length: int, fmt: str, btf: Btf, sourc
         raise BtfError(f"{source}: {what} is {length} bytes, too short for its record size")
     rec = struct.Struct(fmt)
     (rec_size,) = struct.unpack_from("<I", data, start)
-    if rec_size < rec.size:
-        raise BtfError(f"{source}: {what} record size {rec_size} < {rec.size}")
+    if rec_size < rec.size or rec_size % 4:
+        raise BtfError(f"{source}: {what} has invalid record size {rec_size}")
     pos = start + 4
+    if pos == end:
+        raise BtfError(f"{source}: {what} has no records")
     while pos < end:
         if pos + 8 > end:
             raise BtfError(f"{source}: {what} block header truncated")
         sec_off, num = struct.unpack_from("<II", data, pos)
         pos += 8
+        if not num:
+            raise BtfError(f"{source}: {what} block with no records")
         if pos + num * rec_size > end:
             raise BtfError(f"{source}: {what} records truncated")
         out.setdefault(btf.string(sec_off), []).extend(

@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
+import os
 import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -244,6 +246,7 @@ def _check_btf(ctx: _Ctx) -> str:
         raise _Refusal("no .BTF section (compile with clang -g)")
     try:
         ctx.btf = Btf(sec.data(), source=".BTF")
+        ctx.btf.validate()
         for t in ctx.btf.types():
             if t.kind in (Kind.STRUCT, Kind.UNION, Kind.ARRAY):
                 ctx.btf.check_acyclic(t.id)     # a type that contains itself has no size
@@ -255,6 +258,68 @@ def _check_btf(ctx: _Ctx) -> str:
     except BtfError as exc:
         raise _Refusal(str(exc)) from None
     return f"{len(ctx.btf) - 1} types" + (f", .BTF.ext with {nfunc} func_info" if ext else "")
+
+
+# DATASECs whose variables are externs (ELF symbols without a section) rather than data.
+EXTERN_SECTIONS = (".ksyms", ".kconfig")
+
+
+def _check_symbols(ctx: _Ctx) -> str:
+    """The ELF symbol table and BTF agree, as libbpf's open needs them to: every extern
+    symbol has a BTF variable in .ksyms/.kconfig and every one of those a symbol; every
+    variable of a data DATASEC (.maps, .rodata, .struct_ops.link, ...) is a symbol of
+    the ELF section of the same name, inside it."""
+    btf, elf = ctx.btf, ctx.elf
+    externs = {n for n, sym in ctx.symbols.items()
+               if sym["st_shndx"] == "SHN_UNDEF"
+               and sym["st_info"]["bind"] in ("STB_GLOBAL", "STB_WEAK")}
+    in_btf: set[str] = set()
+    problems = []
+    for t in btf.types():
+        if t.kind != Kind.DATASEC:
+            continue
+        names = [btf.type(si.type_id).name for si in t.data]
+        if t.name in EXTERN_SECTIONS:
+            in_btf.update(names)
+            continue
+        sec = ctx.section(t.name)
+        for name in names:
+            sym = ctx.symbols.get(name)
+            if sym is None:
+                problems.append(f"BTF variable {name!r} of {t.name} has no ELF symbol")
+            elif sec is None or sym["st_shndx"] != elf.get_section_index(t.name):
+                problems.append(f"symbol {name!r} is not in section {t.name}")
+            elif sym["st_value"] + sym["st_size"] > sec["sh_size"]:
+                problems.append(f"symbol {name!r} runs past the end of {t.name}")
+    problems += [f"extern {n!r} has no BTF in {' or '.join(EXTERN_SECTIONS)}"
+                 for n in sorted(externs - in_btf)]
+    problems += [f"BTF extern {n!r} has no ELF symbol" for n in sorted(in_btf - externs)]
+    if problems:
+        raise _Refusal("; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)"
+                                                  if len(problems) > 5 else ""))
+    return f"{len(externs)} externs and the data symbols match BTF"
+
+
+def _check_libbpf_open(ctx: _Ctx) -> str:
+    """libbpf itself opens the object (ELF, BTF, relocations; nothing reaches the kernel):
+    what the checks above do not model, the loader's own parser decides."""
+    from scx_slo.libbpf import BpfObject, LibbpfError, version_string
+
+    fd = os.memfd_create("scx-slo-gate")
+    quiet = logging.getLogger("scx_slo.libbpf")     # its lines go into the refusal instead
+    was_disabled, quiet.disabled = quiet.disabled, True
+    try:
+        os.write(fd, ctx.data)
+        try:
+            with BpfObject(f"/proc/self/fd/{fd}", kernel_log_size=0) as obj:
+                programs = len(obj.programs)
+        except LibbpfError as exc:
+            raise _Refusal(f"libbpf cannot open it: {exc.errno_name}: "
+                           + " / ".join(line.strip() for line in exc.log_tail[-3:])) from None
+    finally:
+        quiet.disabled = was_disabled
+        os.close(fd)
+    return f"libbpf {version_string()} opens it ({programs} programs)"
 
 
 def _check_license(ctx: _Ctx) -> str:
@@ -324,6 +389,9 @@ def _check_struct_ops(ctx: _Ctx) -> str:
         if not (psec["sh_flags"] & 0x4) or sym["st_value"] + sym["st_size"] > psec["sh_size"]:
             raise _Refusal(f"{STRUCT_OPS_TYPE}.{member.name} -> {sym.name}: not inside an "
                            f"executable section")
+        if not psec.name.startswith(("struct_ops/", "struct_ops.s/")):
+            raise _Refusal(f"{STRUCT_OPS_TYPE}.{member.name} -> {sym.name}: in section "
+                           f"{psec.name!r}, which libbpf does not load as a struct_ops program")
         callbacks[member.name] = f"{psec.name}:{sym.name}"
     if not callbacks:
         raise _Refusal(f"{name} sets no callbacks")
@@ -474,6 +542,9 @@ _CHECKS: list[tuple[str, tuple[str, ...], Callable[[_Ctx], str]]] = [
     ("tunables", ("btf",), _check_tunables),
     ("kernel.struct_ops", ("struct_ops",), _check_kernel_struct_ops),
     ("kfuncs", ("btf", "kernel.struct_ops"), _check_kfuncs),
+    ("symbols", ("btf",), _check_symbols),
+    ("libbpf.open", ("license", "struct_ops", "maps", "tunables", "symbols"),
+     _check_libbpf_open),
 ]
 CHECK_NAMES = tuple(n for n, _d, _f in _CHECKS) + ("sha256",)
 

@@ -15,6 +15,7 @@ from fixtures import objects as O
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scx_slo import gate
+from scx_slo.libbpf import BpfObject
 
 from faults import mutate
 from faults.conftest import TABLE, CaseTimeout, size, time_bound
@@ -92,6 +93,8 @@ def gate_outcome(path: Path, kbtf: Path) -> tuple[bool, list[str]]:
         # what the CLI prints must be producible too
         json.loads(report.to_json())
         report.render()
+        if report.accepted:     # and what the gate accepts, the loader's libbpf opens
+            BpfObject(path, btf_custom_path=kbtf).close()
     return report.accepted, [c.name for c in report.failed]
 
 
