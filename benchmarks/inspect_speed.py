@@ -1,22 +1,28 @@
-"""Speed of the gate: median time to inspect the shipped scheduler object, and to
-parse a ~5 MB kernel BTF (the host's /sys/kernel/btf/vmlinux by default).
+"""Speed of the gate: median wall time of an `scx-slo inspect` process on the shipped
+scheduler object, the first time a kernel BTF is seen (it is parsed) and after (the
+answers come from the gate's cache), and of parsing a ~5 MB kernel BTF (the host's
+/sys/kernel/btf/vmlinux by default).
 
-Targets (issue 3): inspect <= 200 ms, kernel BTF parse <= 1 s. Printed as
-ratios to the targets, never asserted.
+Targets: inspect process <= 150 ms once the kernel's answers are cached, kernel BTF
+parse <= 1 s. Printed as ratios to the targets, never asserted.
 
     python benchmarks/inspect_speed.py [--object PATH] [--kernel-btf PATH] [--runs N]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 from scx_slo import default_object_path, gate
 from scx_slo.btf import Btf, Kind
 
-INSPECT_TARGET_S = 0.200
+INSPECT_TARGET_S = 0.150
 BTF_TARGET_S = 1.0
 
 
@@ -43,17 +49,30 @@ def main() -> int:
         b = Btf.from_file(kbtf)
         b.find("task_struct", Kind.STRUCT)  # includes building the name index
 
-    def inspect():
-        gate.inspect(args.object, kernel_btf=kbtf)
+    def inspect_process(env):
+        subprocess.run([sys.executable, "-m", "scx_slo", "inspect", args.object,
+                        "--kernel-btf", str(kbtf)], env=env, stdout=subprocess.DEVNULL,
+                       check=False)
 
     t_btf = _median(parse_btf, args.runs)
-    t_inspect = _median(inspect, args.runs)
+    with tempfile.TemporaryDirectory() as cache:
+        cold = []
+        for i in range(args.runs):
+            env = {**os.environ, "SCX_SLO_CACHE": f"{cache}/{i}"}
+            t0 = time.perf_counter()
+            inspect_process(env)
+            cold.append(time.perf_counter() - t0)
+        env = {**os.environ, "SCX_SLO_CACHE": f"{cache}/0"}
+        t_warm = _median(lambda: inspect_process(env), args.runs)
+    t_cold = statistics.median(cold)
     print(f"kernel BTF parse + name index ({kbtf}, {size_mb:.1f} MB): "
           f"median {t_btf * 1e3:.0f} ms over {args.runs} runs; "
           f"{t_btf / BTF_TARGET_S:.2f}x of the {BTF_TARGET_S * 1e3:.0f} ms target")
-    print(f"inspect {args.object} (including that kernel BTF): "
-          f"median {t_inspect * 1e3:.0f} ms over {args.runs} runs; "
-          f"{t_inspect / INSPECT_TARGET_S:.2f}x of the {INSPECT_TARGET_S * 1e3:.0f} ms target")
+    print(f"`scx-slo inspect {args.object}`, first time this kernel BTF is seen: "
+          f"median {t_cold * 1e3:.0f} ms over {args.runs} runs")
+    print(f"`scx-slo inspect`, kernel answers cached: median {t_warm * 1e3:.0f} ms over "
+          f"{args.runs} runs; {t_warm / INSPECT_TARGET_S:.2f}x of the "
+          f"{INSPECT_TARGET_S * 1e3:.0f} ms target")
     return 0
 
 

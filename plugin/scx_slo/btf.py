@@ -341,24 +341,37 @@ class Btf:
             raise BtfError(f"{self.source}: type [{t.id}] {t.kind.name} {t.name!r} has no size")
         return t.size
 
-    def check_acyclic(self, type_id: int) -> None:
+    def check_acyclic(self, type_id: int, heights: dict[int, int] | None = None) -> None:
         """Refuse a type that contains itself (through members, array elements, typedefs
-        or qualifiers; pointers may point back) or nests deeper than MAX_NESTING."""
-        def visit(tid: int, path: tuple[int, ...]) -> None:
-            if tid in path:
-                chain = " -> ".join(f"[{i}]" for i in (*path, tid))
-                raise BtfError(f"{self.source}: type [{path[0]}] contains itself ({chain})")
-            if len(path) > MAX_NESTING:
-                raise BtfError(f"{self.source}: type [{path[0]}] nests deeper than "
-                               f"{MAX_NESTING} levels")
-            t = self.type(tid)
-            if t.kind in (Kind.STRUCT, Kind.UNION):
-                for m in t.data:
-                    visit(m.type_id, (*path, tid))
-            elif t.kind == Kind.ARRAY:
-                visit(t.data[0], (*path, tid))
-            elif t.kind in _MODIFIERS or t.kind == Kind.VAR:
-                visit(t.ref, (*path, tid))
+        or qualifiers; pointers may point back) or nests deeper than MAX_NESTING.
+        `heights` remembers how deep each type already checked nests, so checking every
+        type of a BTF with one dict visits each type once."""
+        heights = {} if heights is None else heights
+
+        def visit(tid: int, path: tuple[int, ...]) -> int:
+            height = heights.get(tid)
+            if height is None:
+                if tid in path:
+                    chain = " -> ".join(f"[{i}]" for i in (*path, tid))
+                    raise BtfError(f"{self.source}: type [{path[0]}] contains itself ({chain})")
+                if len(path) > MAX_NESTING:
+                    raise BtfError(f"{self.source}: type [{path[0]}] nests deeper than "
+                                   f"{MAX_NESTING} levels")
+                t = self.type(tid)
+                if t.kind in (Kind.STRUCT, Kind.UNION):
+                    children = [m.type_id for m in t.data]
+                elif t.kind == Kind.ARRAY:
+                    children = [t.data[0]]
+                elif t.kind in _MODIFIERS or t.kind == Kind.VAR:
+                    children = [t.ref]
+                else:
+                    children = []
+                height = 1 + max((visit(c, (*path, tid)) for c in children), default=0)
+                heights[tid] = height
+            if len(path) + height > MAX_NESTING + 1:
+                raise BtfError(f"{self.source}: type [{path[0] if path else tid}] nests "
+                               f"deeper than {MAX_NESTING} levels")
+            return height
         visit(type_id, ())
 
     def validate(self) -> None:

@@ -36,7 +36,10 @@ def available_commands() -> dict[str, tuple[str, str]]:
             if importlib.util.find_spec(spec[0]) is not None}
 
 
-def build_parser(commands: dict[str, tuple[str, str]]) -> argparse.ArgumentParser:
+def build_parser(commands: dict[str, tuple[str, str]],
+                 only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `only`, the other commands' modules are not imported (their
+    subparsers then have no arguments: enough to list them and to run `only`)."""
     parser = argparse.ArgumentParser(prog="scx-slo", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"scx-slo {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
@@ -45,13 +48,16 @@ def build_parser(commands: dict[str, tuple[str, str]]) -> argparse.ArgumentParse
     for name, (module, help_) in commands.items():
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(p)
+        if only is None or name == only:
+            importlib.import_module(module).add_arguments(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser(available_commands())
-    args = parser.parse_args(argv)
+    commands = available_commands()
+    words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    only = words[0] if words and words[0] in commands else None
+    args = build_parser(commands, only).parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -154,6 +154,72 @@ def load_kernel_btf(path: str | Path = DEFAULT_KERNEL_BTF) -> Btf:
     return _KBTF_CACHE[key]
 
 
+class KernelFacts:
+    """The answers the gate asks of a kernel's BTF, remembered across runs.
+
+    Parsing a 5.5 MB vmlinux BTF costs a quarter of a second; a node's does not change
+    while it runs. The answers (does a func/var exist, the members of a struct, an
+    enumerator's value) are kept in a small JSON file keyed by the BTF's path, size
+    and mtime, under $SCX_SLO_CACHE or ~/.cache/scx-slo; the BTF is parsed only for a
+    question not answered before. An unwritable cache only costs the parse.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        st = path.stat()
+        key = hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+        self._file = _facts_dir() / f"kernel-btf-{key.hexdigest()[:16]}.json"
+        try:
+            self._facts = json.loads(self._file.read_text())
+        except (OSError, ValueError):
+            self._facts = {}
+        self._dirty = False
+
+    def _ask(self, question: str, answer: Callable[[Btf], object]):
+        if question not in self._facts:
+            try:
+                btf = load_kernel_btf(self.path)
+            except BtfError as exc:
+                raise _Refusal(f"kernel BTF unusable: {exc}") from None
+            self._facts[question] = answer(btf)
+            self._dirty = True
+        return self._facts[question]
+
+    def has(self, name: str, kind: Kind) -> bool:
+        return self._ask(f"{kind.name}:{name}", lambda b: b.find(name, kind) is not None)
+
+    def struct_members(self, name: str) -> list[str] | None:
+        def members(b: Btf):
+            t = b.find(name, Kind.STRUCT)
+            return None if t is None else [m.name for m in t.members]
+        return self._ask(f"members:{name}", members)
+
+    def enum_value(self, enum: str, value: str) -> int | None:
+        def lookup(b: Btf):
+            try:
+                return b.enum_value(enum, value)
+            except BtfError:
+                return None
+        return self._ask(f"enum:{enum}:{value}", lookup)
+
+    def save(self) -> None:
+        if not self._dirty:
+            return
+        try:
+            self._file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self._file.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self._facts, sort_keys=True))
+            tmp.replace(self._file)
+        except OSError:
+            pass
+        self._dirty = False
+
+
+def _facts_dir() -> Path:
+    base = os.environ.get("SCX_SLO_CACHE") or Path.home() / ".cache" / "scx-slo"
+    return Path(base) / "gate"
+
+
 class _Ctx:
     """What the checks learn about the object, shared between them."""
 
@@ -163,18 +229,18 @@ class _Ctx:
         self.elf: ELFFile | None = None
         self.btf: Btf | None = None
         self.symbols: dict[str, object] = {}
-        self._kbtf: Btf | None = None
+        self._kbtf: KernelFacts | None = None
         self._kbtf_error: str | None = None
 
-    def kernel_btf(self) -> Btf:
+    def kernel_btf(self) -> KernelFacts:
         if self._kbtf is None and self._kbtf_error is None:
             if self.kernel_btf_path is None:
                 self._kbtf_error = "no kernel BTF given"
             else:
                 try:
-                    self._kbtf = load_kernel_btf(self.kernel_btf_path)
-                except BtfError as exc:
-                    self._kbtf_error = str(exc)
+                    self._kbtf = KernelFacts(self.kernel_btf_path)
+                except OSError as exc:
+                    self._kbtf_error = f"{self.kernel_btf_path}: cannot read BTF: {exc.strerror}"
         if self._kbtf is None:
             raise _Refusal(f"kernel BTF unusable: {self._kbtf_error}")
         return self._kbtf
@@ -247,9 +313,10 @@ def _check_btf(ctx: _Ctx) -> str:
     try:
         ctx.btf = Btf(sec.data(), source=".BTF")
         ctx.btf.validate()
+        heights: dict[int, int] = {}
         for t in ctx.btf.types():
             if t.kind in (Kind.STRUCT, Kind.UNION, Kind.ARRAY):
-                ctx.btf.check_acyclic(t.id)     # a type that contains itself has no size
+                ctx.btf.check_acyclic(t.id, heights)  # a type that contains itself has no size
         ext = ctx.section(".BTF.ext")
         nfunc = 0
         if ext is not None:
@@ -435,9 +502,8 @@ def _check_maps(ctx: _Ctx) -> str:
         if d is None:
             problems.append(f"{spec.name} missing")
             continue
-        try:
-            want_type = kbtf.enum_value("bpf_map_type", spec.map_type)
-        except BtfError:
+        want_type = kbtf.enum_value("bpf_map_type", spec.map_type)
+        if want_type is None:
             problems.append(f"kernel BTF lacks {spec.map_type}")
             continue
         if d.get("type") != want_type:
@@ -492,7 +558,7 @@ def _check_kfuncs(ctx: _Ctx) -> str:
     lacks is allowed only if no call to it is reachable past its bpf_ksym_exists() guard."""
     kbtf = ctx.kernel_btf()
     ksyms = _ksyms(ctx)
-    present = {name: kbtf.find(kname, Kind.FUNC if kind == "func" else Kind.VAR) is not None
+    present = {name: kbtf.has(kname, Kind.FUNC if kind == "func" else Kind.VAR)
                for name, (kname, kind, _w) in ksyms.items()}
     strong = sorted({ksyms[n][0] for n, ok in present.items() if not ok and not ksyms[n][2]})
     if strong:
@@ -514,11 +580,11 @@ def _check_kfuncs(ctx: _Ctx) -> str:
 
 def _check_kernel_struct_ops(ctx: _Ctx) -> str:
     kbtf = ctx.kernel_btf()
-    kst = kbtf.find(STRUCT_OPS_TYPE, Kind.STRUCT)
-    if kst is None:
+    members = kbtf.struct_members(STRUCT_OPS_TYPE)
+    if members is None:
         raise _Refusal(f"kernel BTF {ctx.kernel_btf_path} has no struct {STRUCT_OPS_TYPE}: "
                        f"this kernel has no sched_ext")
-    kernel_members = {m.name for m in kst.members}
+    kernel_members = set(members)
     used = getattr(ctx, "details_struct_ops", {}).get("callbacks", {})
     absent = [m for m in used if m not in kernel_members]
     required = [m for m in absent if m not in OPTIONAL_CALLBACKS]
@@ -574,6 +640,8 @@ def inspect_bytes(data: bytes, *, path: str = "<bytes>",
             # Malformed input that slipped past the structural checks.
             status[name], reason = FAIL, f"malformed object: {type(exc).__name__}: {exc}"
         report.checks.append(Check(name, status[name], reason))
+    if ctx._kbtf is not None:
+        ctx._kbtf.save()
     if expect_sha256:
         want = expect_sha256.strip().lower()
         ok = want == report.sha256
