@@ -58,12 +58,6 @@ def compile_obj(tmp_path, name: str, source: str) -> bytes:
     return stripped.read_bytes()
 
 
-def agent_landed() -> bool:
-    r = subprocess.run(["git", "log", "--oneline", "-1", "--", "plugin/scx_slo/agent.py"],
-                       check=False, cwd=O.REPO, capture_output=True, text=True)
-    return bool(r.stdout.strip())
-
-
 # -- 1. refused objects never reach the kernel -----------------------------------------------
 def test_refused_mutants_are_not_loaded(fvm):
     row = TABLE.row("gate.vm_refused_not_loaded")
@@ -142,8 +136,6 @@ def test_stall_under_the_agent(fvm):
     """`scx-slo run` with the canary tunable (a guest-side wrapper adds it): every ejection
     logged with kind and reason, reloads after 1 s then 2 s, gives up after the third
     failure, stays off and says so (log and status), leaves no dead scheduler pinned."""
-    if not agent_landed():
-        pytest.skip("the agent (plugin/scx_slo/agent.py) has not landed")
     import re
 
     row = TABLE.row("stall.agent")
@@ -183,8 +175,6 @@ def test_stall_under_the_agent(fvm):
 
 
 def test_agent_killed_during_load(fvm):
-    if not agent_landed():
-        pytest.skip("the agent (plugin/scx_slo/agent.py) has not landed")
     row = TABLE.row("agent.kill_during_load")
     delays = [0.5, 2.5, 8.0] if SCALE == "quick" else [x / 2 for x in range(1, 25)]
     out = guest(fvm, "killload --delays " + " ".join(map(str, delays)), timeout=3600)
@@ -241,10 +231,8 @@ def test_verifier_rejection_leaves_the_running_scheduler(fvm, tmp_path):
 def test_another_scheduler_attached(fvm, tmp_path):
     row = TABLE.row("preflight.other_scheduler")
     push(fvm, compile_obj(tmp_path, "other", OTHER_PROG), "/tmp/faults-other.bpf.o")
-    with_agent = agent_landed()
     with row.case():
-        out = guest(fvm, "other --obj /tmp/faults-other.bpf.o" + (" --agent" if with_agent
-                                                                 else ""))
+        out = guest(fvm, "other --obj /tmp/faults-other.bpf.o --agent")
         assert out["state_other"] == "enabled" and out["ops_other"] == "other_sched", out
         chk = out["check"]
         assert chk["rc"] == 1, chk
@@ -259,13 +247,12 @@ def test_another_scheduler_attached(fvm, tmp_path):
         assert out["ops_after_ours"] == "other_sched"
         row.observe("check exit 1 naming other_sched; Scheduler.attach refused: "
                     f"{out['ours_error']['kind']}")
-        if with_agent:
-            agent = out["agent"]
-            assert agent["exited_by_itself"] and agent["rc"] == 1, agent
-            assert "Traceback" not in agent["stdout"] + agent["stderr"], agent["stderr"]
-            assert "other_sched" in agent["stdout"] + agent["stderr"], agent
-            assert out["ops_after_agent"] == "other_sched"
-            row.observe("`scx-slo run` exit 1 naming it; other_sched untouched")
+        agent = out["agent"]
+        assert agent["exited_by_itself"] and agent["rc"] == 1, agent
+        assert "Traceback" not in agent["stdout"] + agent["stderr"], agent["stderr"]
+        assert "other_sched" in agent["stdout"] + agent["stderr"], agent
+        assert out["ops_after_agent"] == "other_sched"
+        row.observe("`scx-slo run` exit 1 naming it; other_sched untouched")
         assert out["state_end"] == "disabled"
 
 
@@ -291,8 +278,7 @@ def test_no_bpffs(fvm):
     (by design, pins.base_dir) mounts one itself and says loudly that pins there may not
     outlive the container; `scx-slo stop` then detaches and unpins."""
     row = TABLE.row("preflight.no_bpffs")
-    with_agent = agent_landed()
-    out = guest(fvm, "nobpffs" + (" --agent" if with_agent else ""))
+    out = guest(fvm, "nobpffs --agent")
     assert out["umount_rc"] == 0, out
     assert out["mounts_bpf"] == []
     assert out["remount_rc"] == 0 and out["mounts_end"], out
@@ -303,19 +289,18 @@ def test_no_bpffs(fvm):
         row.observe(f"check exit {chk['rc']}: {' '.join(bpffs.split())}")
         assert chk["rc"] == 1 and bpffs.startswith("FAIL"), (
             "preflight claims a bpffs that is not mounted:\n" + chk["stdout"])
-    if with_agent:
-        with row.case():
-            agent = out["agent"]
-            assert "Traceback" not in agent["stdout"] + agent["stderr"], agent["stderr"]
-            if agent["exited_by_itself"]:
-                assert agent["rc"] == 1 and "bpffs" in agent["stdout"] + agent["stderr"]
-                row.observe("agent: exit 1 naming bpffs")
-            else:
-                assert agent["ops_while_running"] == "scx_slo"
-                assert "mounted a bpffs" in agent["stdout"] + agent["stderr"], agent
-                assert out["stop"]["rc"] == 0 and out["state_after_stop"] == "disabled"
-                row.observe("agent: mounted its own bpffs and warned that pins may not "
-                            "outlive the container; `scx-slo stop` detached")
+    with row.case():
+        agent = out["agent"]
+        assert "Traceback" not in agent["stdout"] + agent["stderr"], agent["stderr"]
+        if agent["exited_by_itself"]:
+            assert agent["rc"] == 1 and "bpffs" in agent["stdout"] + agent["stderr"]
+            row.observe("agent: exit 1 naming bpffs")
+        else:
+            assert agent["ops_while_running"] == "scx_slo"
+            assert "mounted a bpffs" in agent["stdout"] + agent["stderr"], agent
+            assert out["stop"]["rc"] == 0 and out["state_after_stop"] == "disabled"
+            row.observe("agent: mounted its own bpffs and warned that pins may not "
+                        "outlive the container; `scx-slo stop` detached")
 
 
 def test_read_only_cgroupfs(fvm):
