@@ -278,6 +278,7 @@ def test_configurations_are_the_issue_s():
 
 # -- the quick benchmark in the VM ---------------------------------------------------------------
 @pytest.mark.vm
+@pytest.mark.bench
 @pytest.mark.vm_kernels("6.12")     # the kernel users run; `scx-slo bench --kernel 7.3` for the other
 def test_quick_bench_in_vm(vm, tmp_path):
     from scx_slo.bench.host import run_in_vm, write_outputs
@@ -288,7 +289,9 @@ def test_quick_bench_in_vm(vm, tmp_path):
     paths = write_outputs(doc, tmp_path, plot=False)
     saved = json.loads(paths["json"].read_text())
     assert list(saved["configs"]) == list(CONFIG_NAMES)
-    print(f"quick benchmark: {elapsed:.0f} s in the VM")   # issue 8 wants < 600 s; not asserted
+    # the figures, for the log (the targets are measured ratios, never asserted)
+    print(f"quick benchmark: {elapsed:.0f} s in the VM\n{report.markdown(doc)}\n"
+          f"{report.summary(doc)}")
     for name, cfg in saved["configs"].items():
         f = saved["figures"][name]
         setup = cfg["setup"]
