@@ -21,6 +21,11 @@ ROWS: tuple[RowSpec, ...] = (
             "ELF/BTF gate: hypothesis-mutated copies of the shipped object (byte flips, "
             "truncations, ELF/section-header, BTF/BTF.ext header and type-record corruption)",
             "gate returns a report or raises GateRefused; no other exception; under 5 s of CPU each"),
+    RowSpec("gate.structural",
+            "ELF/BTF gate: structurally crafted objects (type ids pointing at their own type, "
+            "past the end, at void or anywhere; cycles through members and array elements)",
+            "a report, never another exception; what it accepts, the loader lays out and "
+            "libbpf opens"),
     RowSpec("gate.cli",
             "`scx-slo inspect` on mutated objects (in-process and as a real process)",
             "exit 0 (accepted) or 1 (refused), JSON report, never a traceback"),

@@ -130,6 +130,42 @@ def test_gate_mutants_never_raise_untyped(original, kbtf, work):
             row.observe("accepted" if accepted else f"refused by {failed[0]}")
 
 
+def test_gate_structural_mutants(original, kbtf, work):
+    """Type ids rewritten to point at their own type, past the end, at void or anywhere
+    (members, array elements, pointers, typedefs, vars, funcs)."""
+    import struct as st_
+
+    from scx_slo.scheduler import ObjectTypes
+
+    data, _layout = original
+    row = TABLE.row("gate.structural")
+    slots = O.btf_type_id_slots(data)
+    n = len(O._btf_section(data)[1])      # type ids run 0..n-1
+    path = work / "structural.bpf.o"
+
+    @settings(max_examples=size(150, 5000), deadline=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(st.lists(st.tuples(st.sampled_from(slots),
+                              st.sampled_from(["self", "past-end", "void", "any"]),
+                              st.integers(0, n + 5)), min_size=1, max_size=3))
+    def prop(edits):
+        with row.case():
+            buf = bytearray(data)
+            for (tid, pos), how, anyid in edits:
+                new = {"self": tid, "past-end": n + 7, "void": 0, "any": anyid}[how]
+                buf[pos:pos + 4] = st_.pack("<I", new)
+            path.write_bytes(bytes(buf))
+            accepted, failed = gate_outcome(path, kbtf)
+            if accepted:        # what the gate accepts, the loader can lay out
+                types = ObjectTypes(path)
+                for spec in gate.REQUIRED_MAPS:
+                    for layout in types.map_layouts(spec):
+                        layout.unpack(bytes(layout.size))
+            row.observe("accepted" if accepted else f"refused by {failed[0]}")
+
+    prop()
+
+
 def test_time_bound_catches_a_hang():
     """The per-case bound really interrupts a runaway case (so a gate hang would fail)."""
     import time
