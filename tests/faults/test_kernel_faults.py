@@ -218,8 +218,9 @@ def test_verifier_rejection_leaves_the_running_scheduler(fvm, tmp_path):
         assert out["errno"] in ("EACCES", "EINVAL"), out
         assert "invalid mem access" in out["log"] or "scalar" in out["log"], out["log"][-2000:]
         assert "verifier log" in out["message"]
-        assert out["state_after_reject"] == "enabled" and out["ops_after_reject"] == "scx_slo"
-        assert out["exit_while_running"]["kind"] == 0
+        assert out["state_after_reject"] == "enabled" and out["ops_after_reject"] == "scx_slo", \
+            out["exit_while_running"]
+        assert out["exit_while_running"]["kind"] == 0, out["exit_while_running"]
         assert out["leaked_progs"] == [], out["leaked_progs"]
         assert out["state_end"] == "disabled"
         row.observe(f"{out['errno']}, verifier log {len(out['log'])} chars; scx_slo stayed "
@@ -328,9 +329,10 @@ def test_churn_while_batch_saturates(fvm):
         assert out["state_attached"] == "enabled"
         assert out["map_equals_live"], {k: out[k] for k in ("map_size", "live", "missing",
                                                              "extra", "wrong_class")}
-        assert out["states"] == ["enabled"], out["states"]
+        # an ejection is reported with the scheduler's exit kind, reason and message
+        assert out["states"] == ["enabled"], (out["states"], out["exit"])
         assert out["exit"]["kind"] == 0, out["exit"]
-        assert out["state_end_attached"] == "enabled"
+        assert out["state_end_attached"] == "enabled", out["exit"]
         assert out["state_end"] == "disabled"
         created = sum(r["adds"] for r in out["rounds"])
         removed = sum(r["removes"] for r in out["rounds"])
