@@ -47,6 +47,23 @@ def _is_bpffs(path: Path, mountinfo_file: Path) -> bool:
         return False
 
 
+def _mount_bpffs(path: Path) -> None:
+    """Mount a bpffs at path with mount(8), or raise PinError saying why not."""
+    cmd = ["mount", "-t", "bpf", "bpf", str(path)]
+    what = f"no bpffs to pin in, and `{' '.join(cmd)}` failed"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        p = subprocess.run(cmd, capture_output=True, text=True)
+    except FileNotFoundError as e:
+        if e.filename == cmd[0]:
+            raise PinError(f"{what}: no {cmd[0]} program in PATH") from None
+        raise PinError(f"{what}: {e}") from None
+    except OSError as e:
+        raise PinError(f"{what}: {e}") from None
+    if p.returncode != 0:
+        raise PinError(f"{what} (exit status {p.returncode}): {p.stderr.strip()}")
+
+
 def base_dir(explicit: str | os.PathLike | None = None, mount_if_missing: bool = True) -> Path:
     """The directory under which scx-slo pins, created if needed."""
     if explicit:
@@ -57,10 +74,7 @@ def base_dir(explicit: str | os.PathLike | None = None, mount_if_missing: bool =
     elif _is_bpffs(LOCAL_BPFFS, Path("/proc/self/mountinfo")):
         base = LOCAL_BPFFS / SUBDIR
     elif mount_if_missing:
-        LOCAL_BPFFS.mkdir(parents=True, exist_ok=True)
-        p = subprocess.run(["mount", "-t", "bpf", "bpf", str(LOCAL_BPFFS)], capture_output=True, text=True)
-        if p.returncode != 0:
-            raise PinError(f"no bpffs to pin in and mounting one at {LOCAL_BPFFS} failed: {p.stderr.strip()}")
+        _mount_bpffs(LOCAL_BPFFS)
         log.warning("mounted a bpffs at %s: pins there may not outlive this container", LOCAL_BPFFS)
         base = LOCAL_BPFFS / SUBDIR
     else:
