@@ -4,11 +4,13 @@
 #   1. `pip wheel` this checkout (the wheel carries the cffi extension and the
 #      scheduler object) and its runtime dependencies (pinned: constraints.txt);
 #   2. mmdebstrap a small Debian bookworm root filesystem (python3, libbpf1 from
-#      bookworm-backports, libsystemd0, libstdc++6 for grpcio) as a tarball; the wheels are installed
+#      bookworm-backports, libsystemd0, libstdc++6 for grpcio, mount for the
+#      agent's last-resort bpffs mount) as a tarball; the wheels are installed
 #      into it with pip run from its wheel (pip itself is not left in the image);
 #      docs, man pages and locales are left out;
 #   3. umoci turns the tarball into an OCI image layout (one layer, entrypoint,
-#      labels), GNU tar packs the layout as an oci-archive.
+#      labels), the manifest and index.json get their mediaType, GNU tar packs
+#      the layout as an oci-archive.
 # SOURCE_DATE_EPOCH (default: the last commit's time) pins every timestamp.
 #
 # Usage: image/build.sh [--out PATH] [--work DIR] [--keep-work] [--tag TAG]
@@ -31,7 +33,7 @@ while [ $# -gt 0 ]; do
     --work) work=$2; shift 2 ;;
     --keep-work) keep_work=1; shift ;;
     --tag) tag=$2; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "image/build.sh: unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -114,7 +116,7 @@ rootfs=$work/rootfs.tar
 pin='Package: libbpf1\nPin: release n=bookworm-backports\nPin-Priority: 990\n'
 mmdebstrap --mode=root --variant=essential --format=tar --architectures=$arch \
   --skip=output/dev \
-  --include=python3-minimal,libpython3.11-stdlib,libbpf1,libsystemd0,libstdc++6 \
+  --include=python3-minimal,libpython3.11-stdlib,libbpf1,libsystemd0,libstdc++6,mount \
   --dpkgopt="$here/dpkg-nodoc.cfg" \
   --setup-hook="mkdir -p \"\$1/etc/apt/preferences.d\" && printf '$pin' > \"\$1/etc/apt/preferences.d/scx-slo-libbpf\"" \
   --customize-hook='mkdir -p "$1/tmp/wheels" "$1/opt/scx-slo/hostcontainer"' \
@@ -156,6 +158,42 @@ umoci config --image "$layout:$tag" --no-history \
   --manifest.annotation "org.opencontainers.image.revision=$revision" \
   --manifest.annotation "org.opencontainers.image.created=$created"
 umoci gc --layout "$layout"
+
+# umoci writes neither the manifest's nor index.json's mediaType, which the
+# image-spec says SHOULD be set. Setting it in the manifest changes its bytes,
+# so the manifest is stored again under its new digest and index.json points at
+# that (digest and size). Deterministic: same input, same output.
+"$py" - "$layout" <<'PY' || die "setting the manifest and index mediaType failed"
+import hashlib, json, pathlib, sys
+layout = pathlib.Path(sys.argv[1])
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+INDEX = "application/vnd.oci.image.index.v1+json"
+
+def with_media_type(doc, media_type):
+    # schemaVersion first, then mediaType, as in the image-spec's examples
+    if doc.get("mediaType", media_type) != media_type:
+        sys.exit(f"mediaType is {doc['mediaType']!r}, expected {media_type!r}")
+    rest = {k: v for k, v in doc.items() if k not in ("schemaVersion", "mediaType")}
+    return {"schemaVersion": doc["schemaVersion"], "mediaType": media_type, **rest}
+
+def dump(doc):
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+index_path = layout / "index.json"
+index = json.loads(index_path.read_bytes())
+for desc in index["manifests"]:
+    if desc["mediaType"] != MANIFEST:
+        sys.exit(f"index.json lists a {desc['mediaType']}, expected only image manifests")
+    algo, _, old_hex = desc["digest"].partition(":")
+    old_blob = layout / "blobs" / algo / old_hex
+    data = dump(with_media_type(json.loads(old_blob.read_bytes()), MANIFEST))
+    new_hex = hashlib.sha256(data).hexdigest()
+    if new_hex != old_hex:
+        (layout / "blobs" / "sha256" / new_hex).write_bytes(data)
+        old_blob.unlink()
+    desc.update(digest=f"sha256:{new_hex}", size=len(data))
+index_path.write_bytes(dump(with_media_type(index, INDEX)))
+PY
 
 tmp_out=$out.partial
 tar --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner \

@@ -7,11 +7,13 @@ without them these tests are skipped and say which tool is missing.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import io
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tarfile
@@ -103,11 +105,18 @@ def test_oci_layout(archive, image):
         assert {"oci-layout", "index.json"} <= names
         assert json.load(tar.extractfile("oci-layout")) == {"imageLayoutVersion": "1.0.0"}
         index = json.load(tar.extractfile("index.json"))
+        (desc,) = index["manifests"]
+        manifest_blob = tar.extractfile("blobs/sha256/" + desc["digest"].split(":")[1]).read()
     assert index["schemaVersion"] == 2
-    (desc,) = index["manifests"]
+    assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
     assert desc["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
     assert desc["annotations"]["org.opencontainers.image.ref.name"] == VERSION
+    # the manifest names its own mediaType; index.json points at these very bytes
+    assert desc["digest"] == "sha256:" + hashlib.sha256(manifest_blob).hexdigest()
+    assert desc["size"] == len(manifest_blob)
+    assert json.loads(manifest_blob) == image.manifest
     assert image.manifest["schemaVersion"] == 2
+    assert image.manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
     assert image.manifest["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"
     assert [layer["mediaType"] for layer in image.layers] == \
         ["application/vnd.oci.image.layer.v1.tar+gzip"]
@@ -225,6 +234,328 @@ def test_inspect_cli_and_damaged_archive(archive, tmp_path, capsys):
     assert main(["image", "inspect", str(bad)]) == 1
     err = capsys.readouterr().err
     assert "does not match its digest" in err and config_digest.split(":")[1] in err
+
+    def with_index(name: str, change) -> Path:
+        path = tmp_path / name
+        with tarfile.open(path, "w") as out_tar:
+            for m, data in members:
+                if m.name == "index.json":
+                    index = json.loads(data)
+                    change(index)
+                    data = json.dumps(index).encode()
+                    m = tarfile.TarInfo("index.json")
+                    m.size = len(data)
+                out_tar.addfile(m, io.BytesIO(data) if data is not None else None)
+        return path
+
+    # index.json without its mediaType: readable, but inspect names the problem
+    assert main(["image", "inspect", "--json",
+                 str(with_index("no-type.oci.tar", lambda i: i.pop("mediaType")))]) == 1
+    assert json.loads(capsys.readouterr().out)["problems"] == [
+        f"index.json has mediaType None, expected {img.INDEX_TYPE}"]
+    # a manifest descriptor whose size is not the manifest's
+    assert main(["image", "inspect", str(with_index(
+        "bad-size.oci.tar", lambda i: i["manifests"][0].update(size=1)))]) == 1
+    assert "its descriptor says 1" in capsys.readouterr().err
+
+
+# --- The programs the Python code runs must be in the image -------------------------------
+# Found in the source, not at run time: every call of a function that starts a program (or
+# looks one up, shutil.which), with the program resolved from a string literal, a list
+# literal's first element, or a variable assigned such a value in the same function or at
+# module level. Anything else (a parameter, a computed name, subprocess.run passed around
+# as a value) is an UnresolvedCall: extend the scanner or name the program literally.
+
+PLUGIN = REPO / "plugin" / "scx_slo"
+# Code that never runs inside the image: development and test tooling.
+NOT_IN_IMAGE = {
+    "vm": "the sched_ext test VM: qemu, kernel builds, the guest runner",
+    "bench": "benchmarks, driven from a development host through the VM",
+    "privateapt.py": "apt-get download / dpkg-deb for the VM's kernels and root filesystem",
+    "libbpf/_build.py": "the cffi build script, run by `pip wheel` (pkg-config)",
+    "commands/image.py": "builds and unpacks the image (bash build.sh, umoci)",
+    "commands/vm.py": "scx_slo.vm's command line",
+    "commands/bench.py": "scx_slo.bench's command line",
+    "commands/demo.py": "the quick benchmark in the VM",
+}
+# (module, function) -> where the program is: an argv ("argv"), a shell command line
+# ("shell"), or a program name/path ("program"); and the positional index of that argument.
+_SPAWNERS: dict[tuple[str, str], tuple[str, int]] = {
+    **{("subprocess", f): ("argv", 0) for f in ("run", "call", "check_call", "check_output",
+                                                "Popen")},
+    ("subprocess", "getoutput"): ("shell", 0),
+    ("subprocess", "getstatusoutput"): ("shell", 0),
+    ("os", "system"): ("shell", 0),
+    ("os", "popen"): ("shell", 0),
+    **{("os", f): ("program", 0) for f in ("execv", "execve", "execl", "execle", "execlp",
+                                           "execlpe", "execvp", "execvpe", "posix_spawn",
+                                           "posix_spawnp")},
+    **{("os", f): ("program", 1) for f in ("spawnl", "spawnle", "spawnlp", "spawnlpe",
+                                           "spawnv", "spawnve", "spawnvp", "spawnvpe")},
+    ("shutil", "which"): ("program", 0),
+    ("asyncio", "create_subprocess_exec"): ("program", 0),
+    ("asyncio", "create_subprocess_shell"): ("shell", 0),
+    ("pty", "spawn"): ("argv", 0),
+}
+_SPAWN_MODULES = {m for m, _ in _SPAWNERS}
+
+
+class UnresolvedCall(Exception):
+    """A call that starts a program the scanner cannot name."""
+
+
+def _own_nodes(scope: ast.AST):
+    """The nodes of a function or module body, not those of functions defined in it."""
+    todo = list(ast.iter_child_nodes(scope))
+    while todo:
+        node = todo.pop()
+        yield node
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            todo.extend(ast.iter_child_nodes(node))
+
+
+class _ModuleScan:
+    def __init__(self, path: Path, rel: str):
+        self.rel = rel
+        self.tree = ast.parse(path.read_text(), str(path))
+        self.parent = {c: n for n in ast.walk(self.tree) for c in ast.iter_child_nodes(n)}
+        self.modules: dict[str, str] = {}                  # local name -> spawn module
+        self.functions: dict[str, tuple[str, str]] = {}    # local name -> (module, function)
+        for node in ast.walk(self.tree):
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    top = a.name.split(".")[0]
+                    if top in _SPAWN_MODULES and (a.asname is None or a.name == top):
+                        self.modules[a.asname or top] = top
+            elif isinstance(node, ast.ImportFrom) and node.module in _SPAWN_MODULES:
+                for a in node.names:
+                    if a.name == "*":
+                        self.fail(node, f"`from {node.module} import *`")
+                    if (node.module, a.name) in _SPAWNERS:
+                        self.functions[a.asname or a.name] = (node.module, a.name)
+
+    def fail(self, node: ast.AST, what: str):
+        raise UnresolvedCall(f"{self.rel}:{node.lineno}: {what}: cannot tell which program "
+                             "it runs (name it literally or extend the scanner in "
+                             "tests/test_image.py)")
+
+    def spawner(self, node: ast.AST) -> tuple[str, str] | None:
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.value.id in self.modules:
+            key = (self.modules[node.value.id], node.attr)
+            return key if key in _SPAWNERS else None
+        if isinstance(node, ast.Name):
+            return self.functions.get(node.id)
+        return None
+
+    def in_annotation(self, node: ast.AST) -> bool:
+        """node is (part of) a type annotation, e.g. `-> subprocess.Popen`."""
+        while node in self.parent:
+            parent = self.parent[node]
+            if node is getattr(parent, "annotation", None) or node is getattr(parent, "returns", None):
+                return True
+            node = parent
+        return False
+
+    def scopes(self, node: ast.AST) -> list[ast.AST]:
+        chain = []
+        while node in self.parent:
+            node = self.parent[node]
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Module)):
+                chain.append(node)
+        return chain
+
+    def strings(self, node: ast.AST, at: ast.AST, depth: int = 0) -> set[str]:
+        """The string values node can have; `at` is the call, for scopes and messages."""
+        if depth > 10:
+            self.fail(at, "a chain of assignments too long")
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return {node.value}
+        if isinstance(node, (ast.List, ast.Tuple)):        # an argv: its program comes first
+            if not node.elts or isinstance(node.elts[0], ast.Starred):
+                self.fail(at, "an argv that does not start with the program")
+            return self.strings(node.elts[0], at, depth + 1)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):   # [prog] + args
+            return self.strings(node.left, at, depth + 1)
+        if isinstance(node, ast.Call) and self.spawner(node.func) == ("shutil", "which") \
+                and node.args:
+            return self.strings(node.args[0], at, depth + 1)
+        if isinstance(node, ast.Name):
+            for scope in self.scopes(at):
+                values = [n.value for n in _own_nodes(scope)
+                          if isinstance(n, (ast.Assign, ast.AnnAssign)) and n.value is not None
+                          and any(isinstance(t, ast.Name) and t.id == node.id
+                                  for t in (n.targets if isinstance(n, ast.Assign) else [n.target]))]
+                if values:
+                    return set().union(*(self.strings(v, at, depth + 1) for v in values))
+            self.fail(at, f"`{node.id}` is not assigned a program in the function or module")
+        self.fail(at, f"`{ast.unparse(node)}`")
+
+    def programs(self) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for node in ast.walk(self.tree):
+            if isinstance(node, ast.Name) and node.id in self.modules:
+                parent = self.parent.get(node)
+                if not (isinstance(parent, ast.Attribute) and parent.value is node):
+                    self.fail(node, f"the module `{node.id}` used as a value")
+            key = self.spawner(node) if isinstance(node, (ast.Name, ast.Attribute)) else None
+            if key is None or self.in_annotation(node):
+                continue
+            call = self.parent.get(node)
+            if not (isinstance(call, ast.Call) and call.func is node):
+                self.fail(node, f"{'.'.join(key)} used other than by calling it")
+            kind, index = _SPAWNERS[key]
+            kwargs = {k.arg: k.value for k in call.keywords if k.arg}
+            if None in (k.arg for k in call.keywords) or any(
+                    isinstance(a, ast.Starred) for a in call.args[:index + 1]):
+                self.fail(call, f"{'.'.join(key)} called with *args or **kwargs")
+            if len(call.args) > index:
+                arg = call.args[index]
+            elif key[0] == "subprocess" and "args" in kwargs:
+                arg = kwargs["args"]
+            else:
+                self.fail(call, f"{'.'.join(key)} called without its program argument")
+            shell = kind == "shell" or (isinstance(kwargs.get("shell"), ast.Constant)
+                                        and kwargs["shell"].value is True)
+            if "shell" in kwargs and not isinstance(kwargs["shell"], ast.Constant):
+                self.fail(call, "shell= that is not a constant")
+            names = {shlex.split(s)[0] if shell and shlex.split(s) else s
+                     for s in self.strings(arg, call)}
+            if shell:
+                names.add("sh")
+            if "executable" in kwargs:
+                names |= self.strings(kwargs["executable"], call)
+            for name in names:
+                found.setdefault(name, set()).add(f"{self.rel}:{call.lineno}")
+        return found
+
+
+def programs_run(root: Path = PLUGIN, not_in_image=NOT_IN_IMAGE) -> dict[str, set[str]]:
+    """program -> the call sites (file:line) that run it, over the Python code under root."""
+    found: dict[str, set[str]] = {}
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if any(rel == x or rel.startswith(x + "/") for x in not_in_image):
+            continue
+        for name, sites in _ModuleScan(path, rel).programs().items():
+            found.setdefault(name, set()).update(sites)
+    return found
+
+
+def _lookup(files: dict[str, tarfile.TarInfo], path: str) -> tarfile.TarInfo | None:
+    """The layer member at path, following symlinks (bookworm's /bin -> usr/bin and others)."""
+    todo, done, hops = [p for p in path.split("/") if p], [], 0
+    while todo:
+        part = todo.pop(0)
+        if part in (".", ""):
+            continue
+        if part == "..":
+            done = done[:-1]
+            continue
+        member = files.get("/".join(done + [part]))
+        if member is None:
+            return None
+        if member.issym():
+            hops += 1
+            if hops > 40:
+                return None
+            if member.linkname.startswith("/"):
+                done = []
+            todo = [p for p in member.linkname.split("/") if p] + todo
+            continue
+        done.append(part)
+    return files.get("/".join(done))
+
+
+def in_image(files: dict[str, tarfile.TarInfo], env_path: str, program: str) -> str | None:
+    """Where program (a name looked up in env_path, or an absolute path) is an executable
+    file in the layer, or None."""
+    candidates = [program] if "/" in program else \
+        [f"{d.rstrip('/')}/{program}" for d in env_path.split(":") if d.startswith("/")]
+    for cand in candidates:
+        m = _lookup(files, cand)
+        if m is not None and (m.isfile() or m.islnk()) and m.mode & 0o111:
+            return cand
+    return None
+
+
+def test_program_scan_of_this_checkout():
+    """What the scan finds here (and that the excluded paths still exist, so the list
+    does not silently outlive the code it names)."""
+    for rel in NOT_IN_IMAGE:
+        assert (PLUGIN / rel).exists(), f"NOT_IN_IMAGE names {rel}, which is gone"
+    found = programs_run()
+    assert "mount" in found and any(s.startswith("pins.py:") for s in found["mount"]), found
+    # the excluded tooling is left out, and would be found otherwise
+    fewer = {k: v for k, v in NOT_IN_IMAGE.items() if k not in ("commands/image.py",
+                                                                 "libbpf/_build.py")}
+    assert set(programs_run(not_in_image=fewer)) - set(found) == {"bash", "umoci", "pkg-config"}
+
+
+def test_program_scan_resolves_names_and_fails_on_what_it_cannot(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "ok.py").write_text(
+        "import os, shutil\n"
+        "import subprocess as sp\n"
+        "from subprocess import check_output as co\n"
+        "TOOL = 'ip'\n"
+        "def f(x):\n"
+        "    cmd = ['nsenter', '-t', '1']\n"
+        "    sp.run(cmd + x)\n"
+        "    sp.run([TOOL, 'link'])\n"
+        "    co('/usr/bin/stat', text=True)\n"
+        "    sp.call('tc qdisc show', shell=True)\n"
+        "    exe = shutil.which('ethtool')\n"
+        "    sp.run([exe, '-i'])\n"
+        "    os.execvp('true', ['true'])\n"
+        "    os.path.join('a', 'b'); sp.PIPE\n"
+        "def g() -> sp.Popen: pass\n")
+    assert {k: sorted(v) for k, v in programs_run(pkg, {}).items()} == {
+        "nsenter": ["ok.py:7"], "ip": ["ok.py:8"], "/usr/bin/stat": ["ok.py:9"],
+        "tc": ["ok.py:10"], "sh": ["ok.py:10"], "ethtool": ["ok.py:11", "ok.py:12"],
+        "true": ["ok.py:13"]}
+    for body in ("import subprocess\ndef f(cmd):\n    subprocess.run(cmd)\n",
+                 "import subprocess\nsubprocess.run([*base, 'x'])\n",
+                 "import subprocess\nsubprocess.run(f'{x} y', shell=True)\n",
+                 "import subprocess\nrun = subprocess.run\n",
+                 "import subprocess as s\nimport functools\nfunctools.partial(s.run, ['a'])\n",
+                 "import os\nos.system(command_line)\n",
+                 "import subprocess\nsubprocess.run(**kw)\n",
+                 "import subprocess\nsp = subprocess\nsp.run(['a'])\n",
+                 "from subprocess import *\nrun(['a'])\n"):
+        (pkg / "ok.py").unlink(missing_ok=True)
+        (pkg / "bad.py").write_text(body)
+        with pytest.raises(UnresolvedCall, match=r"bad\.py:\d+: .*cannot tell which program"):
+            programs_run(pkg, {})
+    # excluded code is not read
+    assert programs_run(pkg, {"bad.py": "dev tooling"}) == {}
+
+
+def test_in_image_follows_merged_usr_links():
+    def member(name, kind=tarfile.REGTYPE, mode=0o755, link=""):
+        m = tarfile.TarInfo(name)
+        m.type, m.mode, m.linkname = kind, mode, link
+        return m
+    files = {m.name: m for m in (
+        member("usr", tarfile.DIRTYPE), member("usr/bin", tarfile.DIRTYPE),
+        member("bin", tarfile.SYMTYPE, link="usr/bin"), member("usr/bin/mount"),
+        member("usr/bin/readme", mode=0o644),
+        member("usr/bin/python3", tarfile.SYMTYPE, link="python3.11"),
+        member("usr/bin/python3.11"))}
+    assert in_image(files, "/sbin:/bin", "mount") == "/bin/mount"
+    assert in_image(files, "/usr/bin", "python3") == "/usr/bin/python3"
+    assert in_image(files, "/usr/bin", "/bin/mount") == "/bin/mount"
+    assert in_image(files, "/usr/bin:/bin", "readme") is None       # not executable
+    assert in_image(files, "/usr/bin:/bin", "nsenter") is None
+
+
+def test_every_program_the_python_code_runs_is_in_the_image(image, layer_files):
+    env = dict(e.split("=", 1) for e in image.config["config"]["Env"])
+    missing = {prog: sorted(sites) for prog, sites in programs_run().items()
+               if in_image(layer_files, env["PATH"], prog) is None}
+    assert not missing, (f"the Python code runs programs the image lacks (PATH={env['PATH']}): "
+                         f"{missing}; add their Debian packages to image/build.sh")
 
 
 def test_unpack_gives_a_root_filesystem(archive, tmp_path):

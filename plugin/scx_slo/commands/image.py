@@ -27,6 +27,7 @@ BUILD_SCRIPT = REPO / "image" / "build.sh"
 OBJECT_SUFFIX = "scx_slo/data/scx_slo.bpf.o"
 OBJECT_LABEL = "io.scx-slo.object.sha256"
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
 
 
 class ImageError(ScxSloError):
@@ -49,6 +50,7 @@ class OciImage:
     manifest: dict
     config: dict
     layers: list[dict] = field(default_factory=list)
+    index: dict = field(default_factory=dict)
 
     @property
     def entrypoint(self) -> list[str]:
@@ -89,7 +91,9 @@ def build(out: Path | None = None, work: Path | None = None, keep_work: bool = F
         raise ImageError(f"{BUILD_SCRIPT.name} printed no archive/digest/size: {p.stdout!r}") from e
 
 
-def _blob(tar: tarfile.TarFile, digest: str, archive: Path) -> bytes:
+def _blob(tar: tarfile.TarFile, desc: dict, archive: Path) -> bytes:
+    """The blob a descriptor points at, checked against its digest and size."""
+    digest = desc["digest"]
     algo, _, hexd = digest.partition(":")
     name = f"blobs/{algo}/{hexd}"
     try:
@@ -99,6 +103,9 @@ def _blob(tar: tarfile.TarFile, digest: str, archive: Path) -> bytes:
     data = tar.extractfile(member).read()
     if algo != "sha256" or hashlib.sha256(data).hexdigest() != hexd:
         raise ImageError(f"{archive}: blob {name} does not match its digest")
+    if len(data) != desc.get("size"):
+        raise ImageError(f"{archive}: blob {name} is {len(data)} bytes, its descriptor "
+                         f"says {desc.get('size')}")
     return data
 
 
@@ -134,13 +141,13 @@ def read_archive(archive: Path) -> OciImage:
         desc = manifests[0]
         if desc.get("mediaType") != MANIFEST_TYPE:
             raise ImageError(f"{archive}: index.json manifest mediaType is {desc.get('mediaType')!r}")
-        manifest = json.loads(_blob(tar, desc["digest"], archive))
-        config = json.loads(_blob(tar, manifest["config"]["digest"], archive))
+        manifest = json.loads(_blob(tar, desc, archive))
+        config = json.loads(_blob(tar, manifest["config"], archive))
         for layer in manifest.get("layers", []):
-            _blob(tar, layer["digest"], archive)     # present and intact
+            _blob(tar, layer, archive)     # present and intact
         ref = desc.get("annotations", {}).get("org.opencontainers.image.ref.name", "")
         return OciImage(archive, ref, desc["digest"], manifest, config,
-                        list(manifest.get("layers", [])))
+                        list(manifest.get("layers", [])), index)
 
 
 def find_in_layers(image: OciImage, suffix: str) -> bytes | None:
@@ -164,6 +171,11 @@ def find_in_layers(image: OciImage, suffix: str) -> bytes | None:
 def check(image: OciImage) -> list[str]:
     """Problems with the image as the scx-slo host-container image (empty: none)."""
     problems = []
+    # the image-spec: both SHOULD carry their mediaType (build.sh sets them)
+    for what, doc, expected in (("index.json", image.index, INDEX_TYPE),
+                                ("the manifest", image.manifest, MANIFEST_TYPE)):
+        if doc.get("mediaType") != expected:
+            problems.append(f"{what} has mediaType {doc.get('mediaType')!r}, expected {expected}")
     if image.entrypoint != ["/opt/scx-slo/hostcontainer/start"]:
         problems.append(f"entrypoint is {image.entrypoint}, expected the hostcontainer start script")
     for key in ("org.opencontainers.image.version", "org.opencontainers.image.source",
