@@ -58,6 +58,18 @@ def pytest_generate_tests(metafunc):
 
 
 @pytest.fixture(scope="session")
+def kbtf(tmp_path_factory):
+    """A raw kernel BTF with what the shipped object needs of a sched_ext kernel (the
+    host's has no sched_ext), compiled once for the session."""
+    from fixtures import objects as O
+
+    if not O.have_clang():
+        pytest.skip("needs clang-19 for the kernel BTF")
+    work = tmp_path_factory.mktemp("kernel-btf")
+    return O.kernel_btf_for(O.scheduler_object(work), work)
+
+
+@pytest.fixture(scope="session")
 def vm(vm_kernel):
     with Vm(cpus=1, mem_mb=1024, kernel=vm_kernel) as machine:
         yield machine

@@ -26,11 +26,6 @@ def good(work) -> Path:
     return O.scheduler_object(work)
 
 
-@pytest.fixture(scope="module")
-def kbtf(good, work) -> Path:
-    return O.kernel_btf_for(good, work)
-
-
 def _first_strong_candidate(path: Path) -> str:
     from scx_slo.btf import Btf
     btf = Btf(O.section_data(path, ".BTF"))

@@ -29,11 +29,6 @@ def sched_obj(work):
     return O.scheduler_object(work)
 
 
-@pytest.fixture(scope="module")
-def kbtf(sched_obj, work):
-    return O.kernel_btf_for(sched_obj, work)
-
-
 # -- version --------------------------------------------------------------------------
 def test_version_is_at_least_1_4():
     assert libbpf.version() >= (1, 4)

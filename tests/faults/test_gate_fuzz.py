@@ -37,13 +37,6 @@ def good(work) -> Path:
 
 
 @pytest.fixture(scope="module")
-def kbtf(good, work) -> Path:
-    # The host kernel has no sched_ext: a kernel BTF with what the object needs, so that
-    # every check of the gate runs (and an unmutated object is accepted).
-    return O.kernel_btf_for(good, work)
-
-
-@pytest.fixture(scope="module")
 def original(good, kbtf):
     data = good.read_bytes()
     assert gate.inspect_bytes(data, kernel_btf=kbtf).accepted
