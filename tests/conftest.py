@@ -57,6 +57,13 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("vm_kernel", names, scope="session")
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """Host tests first (minutes), then the VM tests; a stable sort, so the VM tests keep
+    the grouping pytest gave them by kernel (one shared machine per kernel)."""
+    items.sort(key=lambda item: item.get_closest_marker("vm") is not None)
+
+
 @pytest.fixture(scope="session")
 def kbtf(tmp_path_factory):
     """A raw kernel BTF with what the shipped object needs of a sched_ext kernel (the
