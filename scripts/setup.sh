@@ -19,10 +19,12 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 command -v apt-get >/dev/null || die "this script needs a Debian/Ubuntu machine with apt-get"
 
 # Debian packages from the machine's own suite (linux-source-6.12 comes from
-# bookworm-security; it and the tools after it build the VM's 6.12 kernel).
+# bookworm-security; it and the tools after it build the VM's 6.12 kernel;
+# qemu-user-static, binfmt-support and arch-test let image/build.sh build the
+# arm64 image on an amd64 machine).
 apt_pkgs=(clang-19 llvm-19 qemu-system-x86 zstd cpio debootstrap libsystemd-dev
           pkg-config libelf-dev zlib1g-dev python3-venv python3-dev gcc make
-          ca-certificates mmdebstrap umoci skopeo
+          ca-certificates mmdebstrap umoci skopeo qemu-user-static binfmt-support arch-test
           linux-source-6.12 bc bison flex libssl-dev dwarves xz-utils)
 missing=()
 for p in "${apt_pkgs[@]}"; do

@@ -1,6 +1,11 @@
 """The OCI host-container image: built once per session by image/build.sh
 (mmdebstrap + umoci, no container daemon), then opened and checked.
 
+The session's archive holds the amd64 image and, where arm64 programs can run
+under qemu-user (qemu-user-static, binfmt-support, arch-test: scripts/setup.sh
+installs them), the arm64 image too; most tests check the amd64 image, the
+arm64 ones run its Python under qemu.
+
 Set SCX_SLO_IMAGE_ARCHIVE=PATH to check an archive built earlier instead.
 The build needs root, mmdebstrap and umoci (scripts/setup.sh installs them);
 without them these tests are skipped and say which tool is missing.
@@ -59,25 +64,50 @@ def _missing_build_tools() -> str | None:
     return None
 
 
+def _missing_arm64_tools() -> str | None:
+    """Why arm64 cannot be built here (None: it can; build.sh itself mounts
+    binfmt_misc and registers qemu-aarch64 if need be, or fails saying why)."""
+    if os.uname().machine != "x86_64":
+        return f"the arm64 build under qemu-user is for x86_64 machines, this is {os.uname().machine}"
+    for tool, package in (("qemu-aarch64-static", "qemu-user-static"),
+                          ("update-binfmts", "binfmt-support"), ("arch-test", "arch-test")):
+        if shutil.which(tool) is None:
+            return f"{tool} not installed (apt-get install {package}; scripts/setup.sh does)"
+    return None
+
+
+ARCHES = ["amd64"] if _missing_arm64_tools() else ["amd64", "arm64"]
+
+
 @pytest.fixture(scope="session")
 def archive(tmp_path_factory) -> Path:
+    """The session's archive: the amd64 image, and the arm64 one where it can be built."""
     if os.environ.get("SCX_SLO_IMAGE_ARCHIVE"):
         return Path(os.environ["SCX_SLO_IMAGE_ARCHIVE"])
     missing = _missing_build_tools()
     if missing:
         pytest.skip(missing)
-    out = tmp_path_factory.mktemp("image") / f"scx-slo-{VERSION}-amd64.oci.tar"
+    out = tmp_path_factory.mktemp("image") / f"scx-slo-{VERSION}-{'-'.join(ARCHES)}.oci.tar"
     before = source_digest()
-    result = img.build(out=out)
+    result = img.build(out=out, arches=ARCHES)
     BUILT_FROM["first"] = before if source_digest() == before else None
     assert result.archive == out and out.is_file()
     assert result.size == out.stat().st_size
+    assert list(result.manifests) == ARCHES and result.digest == result.manifests["amd64"]
     return out
 
 
 @pytest.fixture(scope="session")
 def image(archive) -> img.OciImage:
-    return img.read_archive(archive)
+    return img.read_archive(archive, "amd64")
+
+
+@pytest.fixture(scope="session")
+def arm64_image(archive) -> img.OciImage:
+    images = {i.architecture: i for i in img.read_images(archive)}
+    if "arm64" not in images:
+        pytest.skip(_missing_arm64_tools() or f"{archive} has no arm64 image")
+    return images["arm64"]
 
 
 @pytest.fixture(scope="session")
@@ -105,12 +135,16 @@ def test_oci_layout(archive, image):
         assert {"oci-layout", "index.json"} <= names
         assert json.load(tar.extractfile("oci-layout")) == {"imageLayoutVersion": "1.0.0"}
         index = json.load(tar.extractfile("index.json"))
-        (desc,) = index["manifests"]
+        descs = index["manifests"]
+        (desc,) = [d for d in descs if d["platform"]["architecture"] == "amd64"]
         manifest_blob = tar.extractfile("blobs/sha256/" + desc["digest"].split(":")[1]).read()
     assert index["schemaVersion"] == 2
     assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
     assert desc["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
-    assert desc["annotations"]["org.opencontainers.image.ref.name"] == VERSION
+    assert desc["platform"] == {"architecture": "amd64", "os": "linux"}
+    # one image: its ref.name is the tag; several: tag-architecture
+    assert desc["annotations"]["org.opencontainers.image.ref.name"] == \
+        (VERSION if len(descs) == 1 else f"{VERSION}-amd64")
     # the manifest names its own mediaType; index.json points at these very bytes
     assert desc["digest"] == "sha256:" + hashlib.sha256(manifest_blob).hexdigest()
     assert desc["size"] == len(manifest_blob)
@@ -126,15 +160,16 @@ def test_oci_layout(archive, image):
     assert len(image.config["rootfs"]["diff_ids"]) == 1
     # every blob in the archive is referenced (umoci gc ran) and intact (read_archive checked)
     blobs = {n.split("/")[-1] for n in names if n.startswith("blobs/sha256/")}
-    referenced = {desc["digest"], image.manifest["config"]["digest"],
-                  *(layer["digest"] for layer in image.layers)}
+    referenced = {digest for i in img.read_images(archive) for digest in
+                  (i.manifest_digest, i.manifest["config"]["digest"],
+                   *(layer["digest"] for layer in i.layers))}
     assert blobs == {d.split(":")[1] for d in referenced}
 
 
 def test_skopeo_reads_the_archive(archive, image):
     if shutil.which("skopeo") is None:
         pytest.skip("skopeo not installed (apt-get install skopeo)")
-    p = subprocess.run(["skopeo", "inspect", f"oci-archive:{archive}:{VERSION}"],
+    p = subprocess.run(["skopeo", "inspect", f"oci-archive:{archive}:{image.ref}"],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     info = json.loads(p.stdout)
@@ -217,7 +252,7 @@ def test_small_no_docs_or_locales(image, layer_files):
 def test_inspect_cli_and_damaged_archive(archive, tmp_path, capsys):
     from scx_slo.cli import main
 
-    assert main(["image", "inspect", str(archive), "--json"]) == 0
+    assert main(["image", "inspect", str(archive), "--arch", "amd64", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["problems"] == [] and out["entrypoint"] == ["/opt/scx-slo/hostcontainer/start"]
     # flip one byte of the config blob: the digest check names the blob
@@ -249,7 +284,7 @@ def test_inspect_cli_and_damaged_archive(archive, tmp_path, capsys):
         return path
 
     # index.json without its mediaType: readable, but inspect names the problem
-    assert main(["image", "inspect", "--json",
+    assert main(["image", "inspect", "--json", "--arch", "amd64",
                  str(with_index("no-type.oci.tar", lambda i: i.pop("mediaType")))]) == 1
     assert json.loads(capsys.readouterr().out)["problems"] == [
         f"index.json has mediaType None, expected {img.INDEX_TYPE}"]
@@ -561,7 +596,7 @@ def test_every_program_the_python_code_runs_is_in_the_image(image, layer_files):
 def test_unpack_gives_a_root_filesystem(archive, tmp_path):
     if shutil.which("umoci") is None:
         pytest.skip("umoci not installed (apt-get install umoci)")
-    root = img.unpack_rootfs(archive, tmp_path / "rootfs")
+    root = img.unpack_rootfs(archive, tmp_path / "rootfs", "amd64")
     assert os.access(root / "opt/scx-slo/hostcontainer/start", os.X_OK)
     assert (root / "usr/local/bin/scx-slo").read_text().startswith("#!/usr/bin/python3")
     if os.geteuid() == 0 and shutil.which("chroot"):
@@ -581,12 +616,90 @@ def test_reproducible_with_source_date_epoch(archive, image, tmp_path, monkeypat
                            text=True, check=True).stdout.strip()
     monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
     before = source_digest()
+    # amd64 alone: its manifest does not depend on what else the archive holds
     again = img.read_archive(img.build(out=tmp_path / "again.oci.tar", quiet=True).archive)
     if not (BUILT_FROM.get("first") == before == source_digest()):
         pytest.skip("the checkout changed during or between the two builds "
                     "(a shared working tree): nothing to compare")
     assert [layer["digest"] for layer in again.layers] == [layer["digest"] for layer in image.layers]
     assert again.manifest_digest == image.manifest_digest
+
+
+def test_build_refuses_an_unknown_or_repeated_architecture():
+    for arches in (["riscv64"], ["amd64", "amd64"]):
+        with pytest.raises(img.ImageError, match="at most once"):
+            img.build(arches=arches)
+    if _missing_build_tools() is None:      # build.sh gets as far as reading --arch
+        p = subprocess.run(["bash", str(img.BUILD_SCRIPT), "--arch", "amd64,riscv64"],
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 1
+        assert "unsupported architecture 'riscv64' in --arch amd64,riscv64" in p.stderr
+
+
+EM_AARCH64 = 183       # ELF e_machine
+
+
+def test_index_lists_an_amd64_and_an_arm64_image(archive, image, arm64_image, capsys):
+    from scx_slo.cli import main
+
+    descs = image.index["manifests"]
+    assert [(d["mediaType"], d["platform"], d["annotations"]["org.opencontainers.image.ref.name"])
+            for d in descs] == [
+        (img.MANIFEST_TYPE, {"architecture": "amd64", "os": "linux"}, f"{VERSION}-amd64"),
+        (img.MANIFEST_TYPE, {"architecture": "arm64", "os": "linux"}, f"{VERSION}-arm64")]
+    assert image.index["mediaType"] == img.INDEX_TYPE
+    assert [d["digest"] for d in descs] == [image.manifest_digest, arm64_image.manifest_digest]
+    assert arm64_image.manifest["mediaType"] == img.MANIFEST_TYPE
+    assert (arm64_image.config["os"], arm64_image.config["architecture"]) == ("linux", "arm64")
+    assert img.check(arm64_image) == []
+    # the same code and scheduler object (BPF is the same bytes on every architecture),
+    # one root filesystem per architecture
+    assert arm64_image.labels == image.labels
+    assert arm64_image.layers[0]["digest"] != image.layers[0]["digest"]
+    assert arm64_image.entrypoint == image.entrypoint
+    assert arm64_image.config["config"]["Env"] == image.config["config"]["Env"]
+    ext = img.find_in_layers(arm64_image, "scx_slo/libbpf/_libbpf.abi3.so")
+    assert ext is not None and ext[:4] == b"\x7fELF"
+    assert int.from_bytes(ext[18:20], "little") == EM_AARCH64, "the cffi extension is not arm64"
+    assert arm64_image.compressed_size <= TARGET_COMPRESSED
+    # inspect checks every image when not told which
+    assert main(["image", "inspect", str(archive), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(o["architecture"], o["problems"]) for o in out] == [("amd64", []), ("arm64", [])]
+    with pytest.raises(img.ImageError, match="lists 2 images .*name an architecture"):
+        img.read_archive(archive)
+    if shutil.which("skopeo"):
+        p = subprocess.run(["skopeo", "inspect", f"oci-archive:{archive}:{arm64_image.ref}"],
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        info = json.loads(p.stdout)
+        assert (info["Architecture"], info["Digest"]) == ("arm64", arm64_image.manifest_digest)
+    with capsys.disabled():
+        print(f"\narm64 image {VERSION}: {arm64_image.compressed_size} bytes compressed "
+              f"({arm64_image.compressed_size / 1e6:.1f} MB); amd64: "
+              f"{image.compressed_size / 1e6:.1f} MB")
+
+
+def test_arm64_python_runs_the_binding_under_qemu(archive, arm64_image, tmp_path):
+    """The arm64 image's own Python, run by qemu-aarch64-static (-L: the image is
+    the root for the dynamic linker and every absolute path), imports the agent,
+    its arm64 wheels and the cffi libbpf binding, which calls into libbpf.so.1."""
+    root = img.unpack_rootfs(archive, tmp_path / "rootfs", "arm64")
+    qemu = ["qemu-aarch64-static", "-L", str(root), str(root / "usr/bin/python3")]
+    code = ("import platform, scx_slo.libbpf as l, scx_slo.libbpf._libbpf as ext, scx_slo.agent, "
+            "grpc, google.protobuf, systemd.journal; "
+            "print(platform.machine(), l.version_string(), l.num_possible_cpus() > 0, ext.__file__)")
+    p = subprocess.run([*qemu, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    machine, version, cpus, ext = p.stdout.split()
+    assert machine == "aarch64" and cpus == "True"
+    assert re.fullmatch(r"v?1\.([4-9]|\d\d)(\.\d+)?", version), version
+    # the image's own extension (python3 finds its prefix from its path: the rootfs)
+    assert ext == str(root / "usr/local/lib/python3.11/dist-packages/scx_slo/libbpf/_libbpf.abi3.so")
+    p = subprocess.run([*qemu, str(root / "usr/local/bin/scx-slo"), "--version"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == f"scx-slo {VERSION}"
 
 
 def test_entrypoint_runs_unchanged_in_the_host_ctr_layout(archive, tmp_path):
@@ -605,7 +718,7 @@ def test_entrypoint_runs_unchanged_in_the_host_ctr_layout(archive, tmp_path):
     if subprocess.run(["mount", "-t", "bpf", "bpf", str(bpf)]).returncode != 0:
         pytest.skip("cannot mount bpffs here")
     try:
-        root = img.unpack_rootfs(archive, tmp_path / "rootfs")
+        root = img.unpack_rootfs(archive, tmp_path / "rootfs", "amd64")
         storage = tmp_path / "local-host-containers-scx-slo"
         storage.mkdir()
         (storage / "user-data").write_bytes(
@@ -640,7 +753,7 @@ def test_entrypoint_attaches_the_scheduler_on_a_sched_ext_kernel(archive, vm_fac
     prints its status lines; disabled in the API and sent SIGTERM, it detaches and unpins."""
     if shutil.which("umoci") is None:
         pytest.skip("umoci not installed (apt-get install umoci)")
-    root = img.unpack_rootfs(archive, tmp_path / "rootfs")
+    root = img.unpack_rootfs(archive, tmp_path / "rootfs", "amd64")
     vm = vm_factory(cpus=2, mem_mb=2048, trees={"/srv/image-rootfs": root})
     r = vm.run(["python3", "/opt/scx-slo/src/tests/vm/hostctr_guest.py",
                 "--rootfs", "/srv/image-rootfs",
@@ -660,7 +773,7 @@ def test_entrypoint_attaches_the_scheduler_on_a_sched_ext_kernel(archive, vm_fac
     assert seen["agent_cmdline"][1:3] == ["/usr/local/bin/scx-slo", "run"], seen["agent_cmdline"]
     assert seen["agent_root"] == "/srv/image-rootfs"
     # the object the image carries is what was loaded and pinned in the HOST's bpffs
-    sha = img.read_archive(archive).labels[img.OBJECT_LABEL]
+    sha = img.read_archive(archive, "amd64").labels[img.OBJECT_LABEL]
     assert f"({sha[:16]})" in console
     assert any(p.startswith(sha[:16] + "/") for p in seen["pins"]), seen["pins"]
     # the status line (journalctl -u host-containers@scx-slo) and status.json in storage
@@ -678,4 +791,4 @@ def test_entrypoint_attaches_the_scheduler_on_a_sched_ext_kernel(archive, vm_fac
 
 
 def image_env(archive) -> list[str]:
-    return img.read_archive(archive).config["config"]["Env"]
+    return img.read_archive(archive, "amd64").config["config"]["Env"]

@@ -1,10 +1,12 @@
 """`scx-slo image build|inspect|unpack`: the OCI host-container image.
 
 `build` runs image/build.sh of this source checkout (wheel + mmdebstrap +
-umoci, no container daemon) and prints the archive's path, manifest digest and
-size. `inspect` opens an OCI image archive and checks it: layout, manifest,
-config, entrypoint, labels, and that the scheduler object inside matches the
-`io.scx-slo.object.sha256` label. `unpack` lays the image's root filesystem out
+umoci, no container daemon) for one or more architectures and prints the
+archive's path, manifest digests and size. An archive holds one image per
+architecture, each listed in index.json with its platform. `inspect` opens an
+OCI image archive and checks each image: layout, manifest, config, platform,
+entrypoint, labels, and that the scheduler object inside matches the
+`io.scx-slo.object.sha256` label. `unpack` lays an image's root filesystem out
 in a directory (umoci raw unpack), e.g. for a VM test that runs the entrypoint.
 """
 from __future__ import annotations
@@ -28,6 +30,7 @@ OBJECT_SUFFIX = "scx_slo/data/scx_slo.bpf.o"
 OBJECT_LABEL = "io.scx-slo.object.sha256"
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
+ARCHITECTURES = ("amd64", "arm64")      # what image/build.sh --arch can build
 
 
 class ImageError(ScxSloError):
@@ -37,8 +40,9 @@ class ImageError(ScxSloError):
 @dataclass
 class BuildResult:
     archive: Path
-    digest: str
+    digest: str                 # the first architecture's manifest digest
     size: int
+    manifests: dict[str, str] = field(default_factory=dict)   # architecture -> manifest digest
 
 
 @dataclass
@@ -51,6 +55,11 @@ class OciImage:
     config: dict
     layers: list[dict] = field(default_factory=list)
     index: dict = field(default_factory=dict)
+    descriptor: dict = field(default_factory=dict)     # the manifest's entry in index.json
+
+    @property
+    def architecture(self) -> str:
+        return self.config.get("architecture", "")
 
     @property
     def entrypoint(self) -> list[str]:
@@ -67,12 +76,18 @@ class OciImage:
 
 
 def build(out: Path | None = None, work: Path | None = None, keep_work: bool = False,
-          quiet: bool = False) -> BuildResult:
-    """Run image/build.sh; its progress goes to stderr (or nowhere if quiet)."""
+          quiet: bool = False, arches: list[str] | None = None) -> BuildResult:
+    """Run image/build.sh for `arches` (default amd64) into one archive; its
+    progress goes to stderr (or nowhere if quiet)."""
     if not BUILD_SCRIPT.is_file():
         raise ImageError(f"{BUILD_SCRIPT} not found: `scx-slo image build` needs a source "
                          "checkout of scx-slo (installed editable)")
-    cmd = ["bash", str(BUILD_SCRIPT)]
+    arches = list(arches or ["amd64"])
+    unknown = [a for a in arches if a not in ARCHITECTURES]
+    if unknown or len(set(arches)) != len(arches):
+        raise ImageError(f"--arch {','.join(arches)}: give each of {', '.join(ARCHITECTURES)} "
+                         "at most once")
+    cmd = ["bash", str(BUILD_SCRIPT), "--arch", ",".join(arches)]
     if out:
         cmd += ["--out", str(out)]
     if work:
@@ -85,10 +100,15 @@ def build(out: Path | None = None, work: Path | None = None, keep_work: bool = F
         raise ImageError(f"{BUILD_SCRIPT.relative_to(REPO)} failed with exit status "
                          f"{p.returncode} (its messages are above)")
     kv = dict(line.split("=", 1) for line in p.stdout.splitlines() if "=" in line)
+    manifests = {k.removeprefix("manifest."): v for k, v in kv.items()
+                 if k.startswith("manifest.")}
     try:
-        return BuildResult(Path(kv["archive"]), kv["digest"], int(kv["size"]))
+        result = BuildResult(Path(kv["archive"]), kv["digest"], int(kv["size"]), manifests)
     except (KeyError, ValueError) as e:
         raise ImageError(f"{BUILD_SCRIPT.name} printed no archive/digest/size: {p.stdout!r}") from e
+    if list(manifests) != arches:
+        raise ImageError(f"{BUILD_SCRIPT.name} built {list(manifests)}, asked for {arches}")
+    return result
 
 
 def _blob(tar: tarfile.TarFile, desc: dict, archive: Path) -> bytes:
@@ -118,8 +138,24 @@ def _json_member(tar: tarfile.TarFile, name: str, archive: Path) -> dict:
         raise ImageError(f"{archive}: {name} is not JSON: {e}") from None
 
 
-def read_archive(archive: Path) -> OciImage:
-    """Open an oci-archive (a tar of an OCI image layout) and read its one image."""
+def read_archive(archive: Path, arch: str | None = None) -> OciImage:
+    """The image of an oci-archive: its only one, or the one for `arch`."""
+    images = read_images(archive)
+    if arch is None:
+        if len(images) != 1:
+            raise ImageError(f"{archive}: index.json lists {len(images)} images "
+                             f"({', '.join(i.architecture for i in images)}): name an architecture")
+        return images[0]
+    for image in images:
+        if image.architecture == arch:
+            return image
+    raise ImageError(f"{archive}: no {arch} image (it has "
+                     f"{', '.join(i.architecture for i in images)})")
+
+
+def read_images(archive: Path) -> list[OciImage]:
+    """Open an oci-archive (a tar of an OCI image layout) and read every image
+    index.json lists, in its order."""
     archive = Path(archive)
     try:
         tar = tarfile.open(archive)
@@ -136,18 +172,24 @@ def read_archive(archive: Path) -> OciImage:
                              f"{layout.get('imageLayoutVersion')!r}, expected '1.0.0'")
         index = _json_member(tar, "index.json", archive)
         manifests = index.get("manifests") or []
-        if len(manifests) != 1:
-            raise ImageError(f"{archive}: index.json lists {len(manifests)} manifests, expected 1")
-        desc = manifests[0]
-        if desc.get("mediaType") != MANIFEST_TYPE:
-            raise ImageError(f"{archive}: index.json manifest mediaType is {desc.get('mediaType')!r}")
-        manifest = json.loads(_blob(tar, desc, archive))
-        config = json.loads(_blob(tar, manifest["config"], archive))
-        for layer in manifest.get("layers", []):
-            _blob(tar, layer, archive)     # present and intact
-        ref = desc.get("annotations", {}).get("org.opencontainers.image.ref.name", "")
-        return OciImage(archive, ref, desc["digest"], manifest, config,
-                        list(manifest.get("layers", [])), index)
+        if not manifests:
+            raise ImageError(f"{archive}: index.json lists no manifests")
+        images = []
+        for desc in manifests:
+            if desc.get("mediaType") != MANIFEST_TYPE:
+                raise ImageError(f"{archive}: index.json manifest mediaType is "
+                                 f"{desc.get('mediaType')!r}, expected {MANIFEST_TYPE}")
+            manifest = json.loads(_blob(tar, desc, archive))
+            config = json.loads(_blob(tar, manifest["config"], archive))
+            for layer in manifest.get("layers", []):
+                _blob(tar, layer, archive)     # present and intact
+            ref = desc.get("annotations", {}).get("org.opencontainers.image.ref.name", "")
+            images.append(OciImage(archive, ref, desc["digest"], manifest, config,
+                                   list(manifest.get("layers", [])), index, desc))
+        archs = [i.architecture for i in images]
+        if len(set(archs)) != len(archs):
+            raise ImageError(f"{archive}: index.json lists two images for one architecture: {archs}")
+        return images
 
 
 def find_in_layers(image: OciImage, suffix: str) -> bytes | None:
@@ -176,6 +218,13 @@ def check(image: OciImage) -> list[str]:
                                 ("the manifest", image.manifest, MANIFEST_TYPE)):
         if doc.get("mediaType") != expected:
             problems.append(f"{what} has mediaType {doc.get('mediaType')!r}, expected {expected}")
+    platform = image.descriptor.get("platform")
+    if platform is None:
+        problems.append("the index.json descriptor has no platform")
+    elif (platform.get("os"), platform.get("architecture")) != \
+            (image.config.get("os"), image.config.get("architecture")):
+        problems.append(f"the index.json descriptor's platform {platform} is not the config's "
+                        f"{image.config.get('os')}/{image.config.get('architecture')}")
     if image.entrypoint != ["/opt/scx-slo/hostcontainer/start"]:
         problems.append(f"entrypoint is {image.entrypoint}, expected the hostcontainer start script")
     for key in ("org.opencontainers.image.version", "org.opencontainers.image.source",
@@ -191,18 +240,22 @@ def check(image: OciImage) -> list[str]:
     return problems
 
 
-def unpack_rootfs(archive: Path, dest: Path) -> Path:
-    """Lay the image's root filesystem out at dest (must not exist) with umoci."""
+def unpack_rootfs(archive: Path, dest: Path, arch: str | None = None) -> Path:
+    """Lay the image's (or its `arch` image's) root filesystem out at dest (must
+    not exist) with umoci."""
     umoci = shutil.which("umoci")
     if umoci is None:
         raise ImageError("umoci not found: apt-get install umoci")
-    image = read_archive(archive)
+    image = read_archive(archive, arch)
     dest = Path(dest)
     if dest.exists():
         raise ImageError(f"{dest} already exists: unpack needs a new directory")
     with tempfile.TemporaryDirectory(prefix="scx-slo-oci.") as tmp:
         with tarfile.open(archive) as tar:
             tar.extractall(tmp, filter="data")
+        if not image.ref and len(image.index.get("manifests", [])) > 1:
+            raise ImageError(f"{archive}: the {image.architecture} image has no ref.name "
+                             "annotation for umoci to find it by")
         ref = f"{tmp}:{image.ref}" if image.ref else tmp
         p = subprocess.run([umoci, "raw", "unpack", "--image", ref, str(dest)],
                            capture_output=True, text=True)
@@ -214,41 +267,50 @@ def unpack_rootfs(archive: Path, dest: Path) -> Path:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="image_command", metavar="ACTION", required=True)
     b = sub.add_parser("build", help="build the OCI image archive (no container daemon)")
-    b.add_argument("--out", type=Path, help="archive path (default build/image/scx-slo-VERSION-amd64.oci.tar)")
+    b.add_argument("--arch", default="amd64",
+                   help="comma-separated architectures, one image each in the one archive: "
+                        "amd64, arm64 or amd64,arm64 (default amd64; arm64 on an amd64 "
+                        "machine runs under qemu-user)")
+    b.add_argument("--out", type=Path, help="archive path (default build/image/scx-slo-VERSION-ARCHES.oci.tar)")
     b.add_argument("--work", type=Path, help="work directory (default: a temporary one)")
     b.add_argument("--keep-work", action="store_true", help="keep the work directory")
     b.add_argument("--json", action="store_true", help="print the result as JSON")
     i = sub.add_parser("inspect", help="open an image archive and check it")
     i.add_argument("archive", type=Path)
-    i.add_argument("--json", action="store_true", help="print the result as JSON")
+    i.add_argument("--arch", help="only the image of this architecture (default: every image)")
+    i.add_argument("--json", action="store_true",
+                   help="print the result as JSON (a list when several images are inspected)")
     u = sub.add_parser("unpack", help="lay the image's root filesystem out in a directory")
     u.add_argument("archive", type=Path)
     u.add_argument("dest", type=Path)
+    u.add_argument("--arch", help="the architecture's image (needed when there are several)")
 
 
 def run(args) -> int:
     try:
         if args.image_command == "build":
-            r = build(args.out, args.work, args.keep_work)
+            arches = [a.strip() for a in args.arch.split(",") if a.strip()]
+            r = build(args.out, args.work, args.keep_work, arches=arches)
             if args.json:
-                print(json.dumps({"archive": str(r.archive), "digest": r.digest, "size": r.size}))
+                print(json.dumps({"archive": str(r.archive), "digest": r.digest, "size": r.size,
+                                  "manifests": r.manifests}))
             else:
                 print(f"archive: {r.archive}")
-                print(f"digest:  {r.digest}")
+                for arch, digest in r.manifests.items():
+                    print(f"digest:  {digest}  ({arch})")
                 print(f"size:    {r.size} bytes ({r.size / 2**20:.1f} MiB)")
             return 0
         if args.image_command == "inspect":
-            image = read_archive(args.archive)
-            problems = check(image)
-            if args.json:
-                print(json.dumps({"archive": str(image.path), "ref": image.ref,
-                                  "digest": image.manifest_digest, "entrypoint": image.entrypoint,
-                                  "labels": image.labels, "compressed_size": image.compressed_size,
-                                  "architecture": image.config.get("architecture"),
-                                  "problems": problems}, indent=2))
-            else:
+            images = ([read_archive(args.archive, args.arch)] if args.arch
+                      else read_images(args.archive))
+            results = []
+            for image in images:
+                problems = check(image)
+                results.append(problems)
+                if args.json:
+                    continue
                 print(f"archive:      {image.path}")
-                print(f"ref:          {image.ref}  ({image.config.get('os')}/{image.config.get('architecture')})")
+                print(f"ref:          {image.ref}  ({image.config.get('os')}/{image.architecture})")
                 print(f"digest:       {image.manifest_digest}")
                 print(f"entrypoint:   {image.entrypoint}")
                 print(f"compressed:   {image.compressed_size} bytes ({image.compressed_size / 2**20:.1f} MiB)")
@@ -257,9 +319,16 @@ def run(args) -> int:
                 for prob in problems:
                     print(f"PROBLEM:      {prob}")
                 print("ok: the scx-slo host-container image" if not problems else "not ok")
-            return 0 if not problems else 1
+            if args.json:
+                docs = [{"archive": str(image.path), "ref": image.ref,
+                         "digest": image.manifest_digest, "entrypoint": image.entrypoint,
+                         "labels": image.labels, "compressed_size": image.compressed_size,
+                         "architecture": image.architecture, "problems": problems}
+                        for image, problems in zip(images, results)]
+                print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
+            return 0 if not any(results) else 1
         if args.image_command == "unpack":
-            print(unpack_rootfs(args.archive, args.dest))
+            print(unpack_rootfs(args.archive, args.dest, args.arch))
             return 0
     except ImageError as e:
         print(f"scx-slo image: {e}", file=sys.stderr)
