@@ -21,7 +21,7 @@ def compile_bpf(out_dir: Path) -> None:
     # checkout lives, so every build of the same source is the same object.
     for src in sorted((HERE / "bpf").glob("*.bpf.c")):
         obj = out_dir.resolve() / (src.name[: -len(".c")] + ".o")
-        cmd = [CLANG, "-target", "bpf", "-g", "-O2", "-Wall", "-Werror",
+        cmd = [CLANG, "-target", "bpf", "-mcpu=v3", "-g", "-O2", "-Wall", "-Werror",
                "-fdebug-compilation-dir=.", "-D__TARGET_ARCH_x86",
                "-I", "bpf/include", "-I", "bpf",
                "-c", str(src.relative_to(HERE)), "-o", str(obj)]

@@ -23,21 +23,16 @@
  *    runs latency-critical work, so there is no kick/resched loop; only the
  *    slice timer ends such a task's slice, once it is over.
  *  - Everything else: weighted virtual time on BATCH_DSQ. A task's weight is
- *    p->scx.weight x its class weight x the product of cpu.weight/100 along
- *    its cgroup chain (kept by cgroup_init/cgroup_set_weight), divided by the
- *    number of runnable tasks in its cgroup, so cgroups share by cpu.weight.
- *  - cpu.max (cgroup_init/cgroup_set_bandwidth from 6.17; before that user
- *    space reads cgroupfs into slo_cg_bw, applied when a task of the cgroup
- *    resolves): a cgroup with a quota gets that much run time per period,
- *    charged to it and to every limited ancestor (the nearest SLO_BW_LEVELS,
- *    cached per task). A task of
- *    a cgroup out of quota is parked on THROTTLE_DSQ (at enqueue, at dispatch
- *    when it reaches a queue's head, at the tick when it runs); a BPF timer
- *    puts parked tasks back once their cgroups' next period starts. This
- *    binds every class: a limit is a limit. Overrun is at most a tick per
- *    CPU and is paid back from the next period. The kernel frees a map's
- *    timers when no user space holds the map (the loader pins slo_bw_timer);
- *    without a timer nothing is parked and cpu.max is not enforced.
+ *    its cgroup's hierarchical share, as the kernel's fair class computes it
+ *    (at each level cpu.weight over the sum of the active siblings' weights,
+ *    multiplied up to the root), split among the cgroup's runnable tasks by
+ *    p->scx.weight, times its class weight. So Kubernetes' same weight on a
+ *    pod slice and its container scope counts once, and QoS slices share by
+ *    the requests they carry.
+ *  - cpu.max (bw.bpf.h): a cgroup with a quota gets that much run time per
+ *    period, charged to it and to its limited ancestors; a task of a cgroup
+ *    out of quota is parked until the next period. This binds every class: a
+ *    limit is a limit.
  *  - Bounded starvation: each CPU keeps a debt of latency-critical run time
  *    that batch time pays back at (100 - batch_floor_pct)/batch_floor_pct;
  *    while batch work is queued and the debt reaches that many batch slices,
@@ -74,7 +69,7 @@ char _license[] SEC("license") = "GPL";
 #define CLOCK_MONOTONIC		1
 #endif
 
-#define SLO_W_ONE		65536ULL	/* cgroup chain weight 1.0 */
+#define SLO_W_ONE		65536ULL	/* hierarchical share 1.0 */
 #define STARVE_SCAN_NS		(100ULL * 1000 * 1000)
 #define KICK_CLAIM_NS		(4ULL * 1000 * 1000)	/* a victim claim lapses (the kick was lost) */
 #define STARVE_SCAN_MAX		256
@@ -181,6 +176,14 @@ struct {
 struct cg_info {
 	u32 weight;		/* cpu.weight, 1..10000 */
 	s32 nr_runnable;	/* runnable non-critical tasks charged to this cgroup */
+	u64 parent_id;		/* 0 for the root */
+	s64 task_w;		/* sum of the p->scx.weight of those tasks */
+	s32 nr_active;		/* those tasks + active child cgroups; > 0: active */
+	u32 active_w;		/* the weight this cgroup adds to its parent's child_w */
+	s64 child_w;		/* sum of the active children's weights */
+	u64 hw;			/* share of its top-level ancestor, SLO_W_ONE = all */
+	u64 hw_gen;		/* hw_gen when hw was computed */
+	u32 top_w;		/* cpu.weight of that ancestor (a child of the root) */
 	u64 quota_ns;		/* cpu.max quota per period; 0 = max (no limit) */
 	u64 period_ns;
 	u64 burst_ns;		/* unused quota carried into the next period, at most */
@@ -220,7 +223,7 @@ struct task_ctx {
 	u64 wgen;		/* weight_gen when resolved */
 	u64 cgid;		/* task's cgroup (the one owning its cpu controller) */
 	u64 counted_cgid;	/* cgroup whose nr_runnable counts this task, 0 = none */
-	u64 chain_w;		/* product of cpu.weight/100 along the chain, SLO_W_ONE = 1 */
+	u64 counted_w;		/* the p->scx.weight it was counted with */
 	u64 budget_ns;
 	u64 slice_ns;
 	u64 miss_ns;
@@ -272,6 +275,8 @@ struct {
  */
 u64 vtime_now;
 u64 weight_gen;
+u64 hw_gen;			/* bumped when a cgroup becomes active or idle */
+u64 root_cgid;			/* the root cgroup, as cgroup_init names it */
 s64 nr_bw_cgroups;		/* cgroups with a cpu.max quota */
 u64 bw_timer_armed;
 u64 nr_bw_releases;		/* parked tasks put back by the timer */
@@ -324,51 +329,11 @@ static __always_inline bool is_canary(const struct task_struct *p)
 	return stall_canary_pid && p->pid == stall_canary_pid;
 }
 
-/* cpu.max values as the kernel passes them (us; ~0 quota = "max"). */
-static __always_inline void cg_set_bw(struct cg_info *ci, u64 period_us, u64 quota_us,
-				      u64 burst_us)
-{
-	bool had = ci->quota_ns;
-
-	if (quota_us == BW_QUOTA_MAX || !period_us) {
-		ci->quota_ns = 0;
-	} else {
-		ci->quota_ns = quota_us * 1000;
-		ci->period_ns = period_us * 1000;
-		ci->burst_ns = burst_us == BW_QUOTA_MAX ? 0 : burst_us * 1000;
-		ci->period_start = now_ns();
-		ci->runtime = ci->quota_ns;
-	}
-	if (!had && ci->quota_ns)
-		__sync_fetch_and_add(&nr_bw_cgroups, 1);
-	else if (had && !ci->quota_ns)
-		__sync_fetch_and_add(&nr_bw_cgroups, -1);
-}
+/* cpu.max, applied while a class is resolved (bw.bpf.h) */
+__noinline int cg_apply_fed_bw(u64 id);
 
 /*
- * cpu.max that user space read from cgroupfs (slo_cg_bw), on kernels that do
- * not pass it: applied once per new seq, by whichever CPU meets it first.
- * A global function, so the class walk that calls it stays one path.
- */
-__noinline int cg_apply_fed_bw(u64 id)
-{
-	struct slo_cg_bw *bw = bpf_map_lookup_elem(&slo_cg_bw, &id);
-	struct cg_info *ci;
-	u64 seen;
-
-	if (!bw)
-		return 0;
-	ci = bpf_map_lookup_elem(&slo_cg_info, &id);
-	if (!ci)
-		return 0;
-	seen = ci->bw_seq;
-	if (seen != bw->seq && __sync_bool_compare_and_swap(&ci->bw_seq, seen, bw->seq))
-		cg_set_bw(ci, bw->period_us, bw->quota_us, bw->burst_us);
-	return 0;
-}
-
-/*
- * Resolve a task's class, cgroup weight chain and cpu.max limits from its
+ * Resolve a task's class and cpu.max limits from its
  * cgroup, by id. Walks from the cgroup towards the root; the deepest cgroup
  * present in slo_cgroups decides the class. A global function: the verifier
  * checks it once, not at every call site. Returns 1 if the task left a
@@ -378,7 +343,6 @@ __noinline int resolve_class_id(struct task_ctx *tctx __arg_nonnull, u64 cgid)
 {
 	struct slo_class_cfg *cfg;
 	struct cgroup *cgrp, *anc;
-	u64 chain = SLO_W_ONE;
 	u32 cls = 0, i, n;
 	bool found = false, left_lat;
 	int level;
@@ -414,13 +378,10 @@ __noinline int resolve_class_id(struct task_ctx *tctx __arg_nonnull, u64 cgid)
 				found = true;
 			}
 		}
-		/* the root cgroup has no cpu.weight or cpu.max */
+		/* the root cgroup has no cpu.max */
 		if (level - (int)i > 0) {
 			cg_apply_fed_bw(id);
 			ci = bpf_map_lookup_elem(&slo_cg_info, &id);
-			if (ci && ci->weight)
-				chain = chain * ci->weight / 100;
-			chain = SLO_MIN(SLO_MAX(chain, 1ULL), SLO_W_ONE * 10000);
 			if (ci && ci->quota_ns) {
 				n = tctx->nr_bw;
 				if (n < SLO_BW_LEVELS) {
@@ -440,7 +401,6 @@ set:
 		cls = 0;
 	}
 	tctx->class_id = cls;
-	tctx->chain_w = chain;
 
 	cfg = bpf_map_lookup_elem(&slo_classes, &cls);
 	left_lat = tctx->lat && !(cfg && cfg->latency_critical);
@@ -486,231 +446,127 @@ static __always_inline struct task_ctx *task_ctx_fresh(struct task_struct *p)
 	return tctx;
 }
 
-static __always_inline void cg_runnable_add(u64 cgid, s32 delta)
+/*
+ * Hierarchical shares (as the kernel's fair class and scx_flatcg compute them):
+ * a cgroup is active while it has runnable non-critical tasks or an active
+ * child; its share of its parent is its cpu.weight over the sum of its active
+ * siblings' weights (the parent's child_w), and its share of the machine the
+ * product of those fractions up to the root. A cgroup's activity changes only
+ * when its first task arrives or its last leaves, so the walk up runs then,
+ * not per wakeup; shares are recomputed lazily (hw_gen) when activity moved.
+ */
+static __always_inline void cg_activity(struct cg_info *ci, s32 delta)
+{
+	u32 i;
+
+	bpf_for(i, 0, SLO_MAX_WALK) {
+		struct cg_info *pi;
+		s32 old = __sync_fetch_and_add(&ci->nr_active, delta);
+		u32 w;
+
+		if (delta > 0 ? old != 0 : old != 1)
+			return;		/* still active / still idle: nothing above changes */
+		__sync_fetch_and_add(&hw_gen, 1);
+		if (!ci->parent_id)
+			return;
+		pi = bpf_map_lookup_elem(&slo_cg_info, &ci->parent_id);
+		if (!pi)
+			return;
+		if (delta > 0) {
+			w = ci->weight;
+			ci->active_w = w;
+			__sync_fetch_and_add(&pi->child_w, (s64)w);
+		} else {
+			__sync_fetch_and_add(&pi->child_w, -(s64)ci->active_w);
+		}
+		ci = pi;
+	}
+}
+
+/* Count @p (weight @w) in or out (@delta +1/-1) of cgroup @cgid's runnable tasks. */
+static __always_inline void cg_task_count(u64 cgid, s32 delta, u64 w)
 {
 	struct cg_info *ci;
 
 	if (!cgid)
 		return;
 	ci = bpf_map_lookup_elem(&slo_cg_info, &cgid);
-	if (ci)
-		__sync_fetch_and_add(&ci->nr_runnable, delta);
+	if (!ci)
+		return;
+	__sync_fetch_and_add(&ci->nr_runnable, delta);
+	__sync_fetch_and_add(&ci->task_w, delta > 0 ? (s64)w : -(s64)w);
+	cg_activity(ci, delta);
 }
 
-/* ---- cpu.max ---- */
-
-/*
- * Start the next period when the current one is over: the quota plus what
- * was left (at most burst), or minus the overrun still owed (at most one
- * quota). After an idle gap of more periods nothing carries over.
- */
-static __always_inline void bw_refill(struct cg_info *ci, u64 now)
+static __always_inline void task_count_in(struct task_ctx *tctx, struct task_struct *p, u64 cgid)
 {
-	u64 start = ci->period_start, period = ci->period_ns, n;
-	s64 left;
+	tctx->counted_cgid = cgid;
+	tctx->counted_w = p->scx.weight ? p->scx.weight : 100;
+	cg_task_count(cgid, 1, tctx->counted_w);
+}
 
-	if (!period || now - start < period)
-		return;
-	n = (now - start) / period;
-	if (!__sync_bool_compare_and_swap(&ci->period_start, start, start + n * period))
-		return;
-	left = ci->runtime;
-	if (n > 1)
-		left = 0;
-	else if (left > (s64)ci->burst_ns)
-		left = ci->burst_ns;
-	else if (left < -(s64)ci->quota_ns)
-		left = -(s64)ci->quota_ns;
-	ci->runtime = left + (s64)ci->quota_ns;
+static __always_inline void task_count_out(struct task_ctx *tctx)
+{
+	if (tctx->counted_cgid) {
+		cg_task_count(tctx->counted_cgid, -1, tctx->counted_w);
+		tctx->counted_cgid = 0;
+	}
 }
 
 /*
- * Visit the limited cgroups on the task's path, starting new periods as they
- * come: charge @used ns of run time to each, and say whether any of them is
- * out of quota.
+ * The cgroup's share of the machine, SLO_W_ONE = all of it (at least 1). Below
+ * the root the fractions change only when a cgroup's activity does (hw_gen), so
+ * their product is cached per cgroup; at the root, the children also compete
+ * with the root's own tasks (kernel threads, daemons outside any slice), which
+ * come and go on every wakeup, so that last fraction is taken live. A global
+ * function: verified once. Safe in any context.
  */
-__noinline int bw_account(struct task_ctx *tctx __arg_nonnull, u64 used, u64 now)
+__noinline u64 cg_hweight(u64 cgid)
 {
-	struct cg_info *ci;
-	int out = 0;
-	u64 id;
+	struct cg_info *ci, *c, *pi, *root;
+	u64 gen = hw_gen, hw = SLO_W_ONE, top_w = 0;
+	s64 sum;
 	u32 i;
 
-	bpf_for(i, 0, SLO_BW_LEVELS) {
-		id = tctx->bw_cgid[i];
-		if (!id)
-			break;
-		ci = bpf_map_lookup_elem(&slo_cg_info, &id);
-		if (!ci || !ci->quota_ns)
-			continue;
-		bw_refill(ci, now);
-		if (used)
-			__sync_fetch_and_sub(&ci->runtime, (s64)used);
-		if (ci->runtime <= 0)
-			out = 1;
-	}
-	return out;
-}
+	ci = bpf_map_lookup_elem(&slo_cg_info, &cgid);
+	if (!ci || !ci->parent_id)
+		return SLO_W_ONE;
+	if (ci->hw_gen != gen || !ci->hw) {
+		c = ci;
+		bpf_for(i, 0, SLO_MAX_WALK) {
+			u64 w = c->weight ? c->weight : 100;
 
-static __always_inline bool bw_throttled(struct task_ctx *tctx, u64 now)
-{
-	return bw_account(tctx, 0, now);
-}
-
-static int bw_timer_fn(void *map, int *key, struct bw_timer *t);
-
-/*
- * Make the timer. Only from ops.init and ops.dispatch: the callback moves
- * tasks between DSQs, which the kernel allows only in those contexts, and
- * the callback is checked in the context of the program that sets it.
- */
-static __always_inline long bw_timer_make(void)
-{
-	struct bw_timer *t;
-	u32 zero = 0;
-	long err;
-
-	t = bpf_map_lookup_elem(&slo_bw_timer, &zero);
-	if (!t)
-		return -2;	/* -ENOENT */
-	err = bpf_timer_init(&t->timer, &slo_bw_timer, CLOCK_MONOTONIC);
-	if (err && err != -16)	/* -EBUSY: it exists */
-		return err;
-	return bpf_timer_set_callback(&t->timer, bw_timer_fn);
-}
-
-/*
- * Make sure the timer runs; false if it cannot (then nothing may be parked).
- * The kernel frees a map's timers when the last user space reference to the
- * map goes: then bw_timer_broken is set, and dispatch makes a new timer once
- * somebody holds the map again (the loader pins slo_bw_timer).
- */
-static __always_inline bool bw_arm_timer(void)
-{
-	struct bw_timer *t;
-	u32 zero = 0;
-	long err = -2;	/* -ENOENT */
-
-	if (bw_timer_broken)
-		return false;
-	if (!__sync_bool_compare_and_swap(&bw_timer_armed, 0, 1))
-		return true;
-	t = bpf_map_lookup_elem(&slo_bw_timer, &zero);
-	if (t)
-		err = bpf_timer_start(&t->timer, BW_TIMER_NS, 0);
-	if (err) {
-		bw_timer_err = err;
-		bw_timer_broken = 1;
-		bw_timer_armed = 0;
-		return false;
-	}
-	return true;
-}
-
-/* Should this task wait for its cgroups' quota? */
-static __always_inline bool bw_must_wait(struct task_ctx *tctx, u64 now)
-{
-	return tctx->bw_cgid[0] && !bw_timer_broken && bw_throttled(tctx, now);
-}
-
-/* Bookkeeping of a task just put on THROTTLE_DSQ. */
-static __always_inline void bw_parked(struct task_ctx *tctx)
-{
-	struct slo_class_stats *st = class_stats(tctx->class_id);
-
-	tctx->in_order = 0;
-	if (st)
-		st->nr_throttled++;
-}
-
-/* Park a task of a throttled cgroup until the timer finds quota for it. */
-static __always_inline bool bw_park(struct task_struct *p, struct task_ctx *tctx, u64 enq_flags)
-{
-	if (!bw_arm_timer())
-		return false;
-	slo_dsq_insert(p, THROTTLE_DSQ, tctx->slice_ns, enq_flags);
-	bw_parked(tctx);
-	return true;
-}
-
-/*
- * Put parked tasks whose cgroups have quota again (or that waited
- * timeout_ms/4, so the watchdog never sees a cpu.max wait) back on their
- * queue, latency-critical by deadline, the rest by vtime; wake an idle CPU.
- * A global function, so the timer callback that calls it is cheap to verify
- * from each program that sets the callback. It takes the RCU read lock for
- * the DSQ iterator itself: one of those programs (init) is sleepable, and
- * the 6.12 verifier then does not count the callback as an RCU section.
- */
-__noinline int bw_release_parked(u64 now)
-{
-	u64 limit = (u64)timeout_ms * 1000 * 1000 / 4, vtime;
-	struct bpf_iter_scx_dsq it;
-	struct task_struct *q;
-	struct task_ctx *tctx;
-	bool late, moved, left_lat;
-	s32 cpu;
-	int i;
-
-	bpf_rcu_read_lock();
-	if (!bpf_iter_scx_dsq_new(&it, THROTTLE_DSQ, 0)) {
-		bpf_for(i, 0, BW_SCAN_MAX) {
-			q = bpf_iter_scx_dsq_next(&it);
-			if (!q)
+			pi = bpf_map_lookup_elem(&slo_cg_info, &c->parent_id);
+			if (!pi)
 				break;
-			tctx = bpf_task_storage_get(&slo_task_ctx, q, 0, 0);
-			/*
-			 * Its class or limits changed while it was parked: resolve
-			 * them now, or it would go back to the queue of its old class.
-			 */
-			left_lat = tctx && task_ctx_stale(tctx) && resolve_class_id(tctx, tctx->cgid);
-			late = !tctx || now - tctx->enq_at > limit;
-			if (!late && bw_throttled(tctx, now))
-				continue;
-			if (tctx && tctx->lat) {
-				slo_dsq_move_set_vtime(&it, tctx->deadline);
-				moved = slo_dsq_move_vtime(&it, q, LAT_DSQ, 0);
-			} else {
-				vtime = q->scx.dsq_vtime;
-				barrier_var(vtime);	/* two loads: clang would merge them */
-				if (left_lat)
-					vtime = vtime_now;
-				if (slo_time_before(vtime, vtime_now - slice_ns))
-					vtime = vtime_now - slice_ns;
-				slo_dsq_move_set_vtime(&it, vtime);
-				moved = slo_dsq_move_vtime(&it, q, BATCH_DSQ, 0);
-				if (moved && tctx)
-					tctx->in_order = 1;
+			if (!pi->parent_id) {	/* c is a child of the root */
+				top_w = w;
+				break;
 			}
-			if (!moved)
-				continue;
-			__sync_fetch_and_add(&nr_bw_releases, 1);
-			if (late && tctx && bw_throttled(tctx, now)) {
-				__sync_fetch_and_add(&nr_bw_overrides, 1);
-				bw_override_pid = q->pid;
-				bw_override_wait_ns = now - tctx->enq_at;
-			}
-			cpu = scx_bpf_pick_idle_cpu(q->cpus_ptr, 0);
-			if (cpu >= 0)
-				scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+			/* a racing activation may not have reached child_w yet */
+			sum = pi->child_w;
+			if (sum < (s64)w)
+				sum = w;
+			hw = hw * w / (u64)sum;
+			c = pi;
 		}
+		ci->hw = SLO_MAX(hw, 1ULL);
+		ci->top_w = top_w;
+		ci->hw_gen = gen;
 	}
-	bpf_iter_scx_dsq_destroy(&it);
-	bpf_rcu_read_unlock();
-	return 0;
+	hw = ci->hw;
+	top_w = ci->top_w;
+	root = bpf_map_lookup_elem(&slo_cg_info, &root_cgid);
+	if (top_w && root) {
+		sum = root->child_w + root->task_w;
+		if (sum < (s64)top_w)
+			sum = top_w;
+		hw = hw * top_w / (u64)sum;
+	}
+	return SLO_MAX(hw, 1ULL);
 }
 
-/* The timer: release what it can; it re-arms itself while tasks are parked. */
-static int bw_timer_fn(void *map, int *key, struct bw_timer *t)
-{
-	bw_release_parked(now_ns());
-	/* a task parked after the scan above sees armed == 0 and re-arms */
-	bw_timer_armed = 0;
-	if (scx_bpf_dsq_nr_queued(THROTTLE_DSQ) > 0 &&
-	    __sync_bool_compare_and_swap(&bw_timer_armed, 0, 1))
-		bpf_timer_start(&t->timer, BW_TIMER_NS, 0);
-	return 0;
-}
+#include "bw.bpf.h"
 
 /*
  * Move the first task of @dsq this CPU may run to its local DSQ. With cpu.max
@@ -896,13 +752,39 @@ s32 BPF_STRUCT_OPS(slo_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake
 	return cpu;
 }
 
+/*
+ * Virtual time for @used ns of CPU: used / effective weight, where the
+ * effective weight is the task's cgroup's hierarchical share split among the
+ * cgroup's runnable tasks by task weight, times the class weight (a task
+ * alone in a cgroup with the whole machine is charged @used).
+ */
+static __always_inline u64 vtime_charge(struct task_struct *p, struct task_ctx *tctx, u64 used)
+{
+	u64 eff, hw = SLO_W_ONE, tw = 100, pw = p->scx.weight ? p->scx.weight : 100;
+
+	if (tctx->counted_cgid) {
+		struct cg_info *ci = bpf_map_lookup_elem(&slo_cg_info, &tctx->counted_cgid);
+
+		hw = cg_hweight(tctx->counted_cgid);
+		if (ci && ci->task_w > 0) {
+			tw = ci->task_w + SLO_MAX(ci->child_w, 0LL);
+			pw = tctx->counted_w;
+		}
+	}
+	/* x256 fixed point: a share of 1.0 at weight 100 is 100 * 256 */
+	eff = (hw * 100 >> 8) * pw / tw * tctx->class_w / 100;
+	if (!eff)
+		eff = 1;
+	return used * 100 * 256 / eff;
+}
+
 /* enqueue: per-CPU kthreads local, latency-critical by deadline + preempt, rest by vtime. */
 void BPF_STRUCT_OPS(slo_enqueue, struct task_struct *p, u64 enq_flags)
 {
 	struct slo_class_stats *st;
 	struct task_ctx *tctx;
 	struct cpu_ctx *cc;
-	u64 now = now_ns(), vtime;
+	u64 now = now_ns(), vtime, lag;
 	s32 cpu;
 
 	if (is_canary(p)) {
@@ -973,42 +855,21 @@ void BPF_STRUCT_OPS(slo_enqueue, struct task_struct *p, u64 enq_flags)
 	}
 
 	/*
-	 * Bound the credit a task brings back from sleep to one slice. Only on
-	 * wakeup: a task re-queued after preemption or slice expiry keeps its
-	 * vtime, else a low-weight competitor's large charges would erase the
-	 * lag a high-weight task is owed.
+	 * Bound the lag a task may be owed, on every enqueue, to one slice of
+	 * its own weight (what one slice's run would charge it): a wakeup brings
+	 * back at most a slice of credit, and a preempted task keeps what it is
+	 * owed up to that, however high its weight.
 	 */
 	vtime = p->scx.dsq_vtime;
-	if ((enq_flags & SCX_ENQ_WAKEUP) && slo_time_before(vtime, vtime_now - slice_ns))
-		vtime = vtime_now - slice_ns;
+	lag = vtime_charge(p, tctx, slice_ns);
+	if (slo_time_before(vtime, vtime_now - lag))
+		vtime = vtime_now - lag;
 	slo_dsq_insert_vtime(p, BATCH_DSQ, tctx->slice_ns, vtime, enq_flags);
 	tctx->in_order = 1;
 
 	cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
 	if (cpu >= 0)
 		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
-}
-
-/*
- * Virtual time for @used ns of CPU: 100 * used / effective weight, where the
- * effective weight is task weight x class weight x cgroup chain weight
- * divided by the runnable tasks of the task's cgroup (kept x 256).
- */
-static __always_inline u64 vtime_charge(struct task_struct *p, struct task_ctx *tctx, u64 used)
-{
-	u64 eff;
-	s32 nr = 1;
-
-	if (tctx->counted_cgid) {
-		struct cg_info *ci = bpf_map_lookup_elem(&slo_cg_info, &tctx->counted_cgid);
-
-		if (ci && ci->nr_runnable > 1)
-			nr = SLO_MIN(ci->nr_runnable, 1024);
-	}
-	eff = ((u64)p->scx.weight * tctx->chain_w >> 8) * tctx->class_w / 100 / nr;
-	if (!eff)
-		eff = 1;
-	return used * 100 * 256 / eff;
 }
 
 /*
@@ -1216,10 +1077,8 @@ void BPF_STRUCT_OPS(slo_runnable, struct task_struct *p, u64 enq_flags)
 		return;
 	if (enq_flags & SCX_ENQ_WAKEUP)
 		tctx->wake_at = now_ns();
-	if (!tctx->lat && !tctx->counted_cgid && tctx->cgid) {
-		tctx->counted_cgid = tctx->cgid;
-		cg_runnable_add(tctx->cgid, 1);
-	}
+	if (!tctx->lat && !tctx->counted_cgid && tctx->cgid)
+		task_count_in(tctx, p, tctx->cgid);
 }
 
 /* running: record wakeup-to-run latency and what this CPU now runs. */
@@ -1302,10 +1161,8 @@ void BPF_STRUCT_OPS(slo_quiescent, struct task_struct *p, u64 deq_flags)
 {
 	struct task_ctx *tctx = bpf_task_storage_get(&slo_task_ctx, p, 0, 0);
 
-	if (tctx && tctx->counted_cgid) {
-		cg_runnable_add(tctx->counted_cgid, -1);
-		tctx->counted_cgid = 0;
-	}
+	if (tctx)
+		task_count_out(tctx);
 }
 
 /* enable: new tasks start at the current virtual time. */
@@ -1333,17 +1190,26 @@ void BPF_STRUCT_OPS(slo_exit_task, struct task_struct *p, struct scx_exit_task_a
 {
 	struct task_ctx *tctx = bpf_task_storage_get(&slo_task_ctx, p, 0, 0);
 
-	if (tctx && tctx->counted_cgid) {
-		cg_runnable_add(tctx->counted_cgid, -1);
-		tctx->counted_cgid = 0;
-	}
+	if (tctx)
+		task_count_out(tctx);
 }
 
-/* cgroup_init: remember the cgroup's cpu.weight and (>= 6.17) cpu.max. */
+/* cgroup_init: remember the cgroup's parent, cpu.weight and (>= 6.17) cpu.max. */
 s32 BPF_STRUCT_OPS(slo_cgroup_init, struct cgroup *cgrp, struct scx_cgroup_init_args *args)
 {
 	struct cg_info ci = { .weight = args->weight ? args->weight : 100 };
 	u64 id = cgrp->kn->id;
+
+	if (!cgrp->level)
+		root_cgid = id;
+	if (cgrp->level > 0) {
+		struct cgroup *parent = bpf_cgroup_ancestor(cgrp, cgrp->level - 1);
+
+		if (parent) {
+			ci.parent_id = parent->kn->id;
+			bpf_cgroup_release(parent);
+		}
+	}
 
 	if (bpf_core_field_exists(args->bw_quota_us))
 		cg_set_bw(&ci, args->bw_period_us, args->bw_quota_us, args->bw_burst_us);
@@ -1363,7 +1229,7 @@ void BPF_STRUCT_OPS(slo_cgroup_exit, struct cgroup *cgrp)
 	bpf_map_delete_elem(&slo_cg_info, &id);
 }
 
-/* cgroup_set_weight: new cpu.weight; every task re-resolves its chain weight. */
+/* cgroup_set_weight: new cpu.weight; an active cgroup's parent's child_w follows. */
 void BPF_STRUCT_OPS(slo_cgroup_set_weight, struct cgroup *cgrp, u32 weight)
 {
 	u64 id = cgrp->kn->id;
@@ -1371,6 +1237,15 @@ void BPF_STRUCT_OPS(slo_cgroup_set_weight, struct cgroup *cgrp, u32 weight)
 
 	if (ci) {
 		ci->weight = weight;
+		if (ci->nr_active > 0 && ci->parent_id) {
+			struct cg_info *pi = bpf_map_lookup_elem(&slo_cg_info, &ci->parent_id);
+
+			if (pi) {
+				__sync_fetch_and_add(&pi->child_w, (s64)weight - (s64)ci->active_w);
+				ci->active_w = weight;
+			}
+		}
+		__sync_fetch_and_add(&hw_gen, 1);
 	} else {
 		struct cg_info n = { .weight = weight };
 
@@ -1409,9 +1284,8 @@ void BPF_STRUCT_OPS(slo_cgroup_move, struct task_struct *p, struct cgroup *from,
 	tctx->gen = ~0ULL;
 	tctx->cgid = to_id;
 	if (tctx->counted_cgid) {
-		cg_runnable_add(tctx->counted_cgid, -1);
-		tctx->counted_cgid = to_id;
-		cg_runnable_add(to_id, 1);
+		task_count_out(tctx);
+		task_count_in(tctx, p, to_id);
 	}
 }
 

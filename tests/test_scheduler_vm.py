@@ -30,7 +30,7 @@ def guest_json(vm, *args: str, timeout: float = 600) -> dict:
 def test_object_compiles_with_werror(tmp_path):
     """The object builds warning-free and carries the contract's names in its BTF."""
     obj = tmp_path / "scx_slo.bpf.o"
-    subprocess.run(["clang-19", "-target", "bpf", "-g", "-O2", "-Wall", "-Werror",
+    subprocess.run(["clang-19", "-target", "bpf", "-mcpu=v3", "-g", "-O2", "-Wall", "-Werror",
                     "-D__TARGET_ARCH_x86", "-I", str(ROOT / "bpf" / "include"),
                     "-I", str(ROOT / "bpf"), "-c", str(ROOT / "bpf" / "scx_slo.bpf.c"),
                     "-o", str(obj)], check=True)
@@ -64,6 +64,30 @@ def test_cgroup_weights_share_two_to_one(vm):
         assert r["state_end"] == "enabled", r["exit"]
         assert 2 * 0.85 <= r["ratio"] <= 2 * 1.15, r
         assert r["state_unloaded"] == "disabled"
+
+
+@pytest.mark.vm
+def test_pod_shares_are_the_kernels(vm):
+    """Kubernetes' cgroup tree (the same weight on a pod slice and its container, QoS
+    slices weighted by the requests they carry): every pod's CPU under scx_slo is within
+    10% of what EEVDF gives it in the same boot. Burstable 500m (1 thread) vs 2 CPU
+    (16 threads) alone, then with a Guaranteed 2 CPU pod and a BestEffort pod beside
+    them; BestEffort gets a sliver under both (scx_slo's starvation bound may add a
+    little)."""
+    r = guest_json(vm, "shares", "--seconds", "6")
+    for phase, v in r["phases"].items():
+        eevdf, scx = v["eevdf"]["share"], v["scx_slo"]["share"]
+        assert v["scx_slo"]["state"] == "enabled", v["scx_slo"]["exit"]
+        assert v["scx_slo"]["exit"]["kind"] == 0, v["scx_slo"]["exit"]
+        print(f"  {phase}: " + ", ".join(f"pod {p} {scx[p]:.3f} (EEVDF {eevdf[p]:.3f})"
+                                        for p in scx))
+        for pod, want in eevdf.items():
+            if want >= 0.05:
+                assert abs(scx[pod] / want - 1) <= 0.10, (phase, pod, v)
+            else:
+                assert 0 < scx[pod] < 0.02, (phase, pod, v)
+    # the tree really is the one described (a squared product would give pod a ~6%)
+    assert 0.17 <= r["phases"]["burstable"]["eevdf"]["share"]["a"] <= 0.23, r
 
 
 @pytest.mark.vm

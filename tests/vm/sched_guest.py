@@ -13,6 +13,7 @@ object on 6.12) and pinned under PIN; its maps are filled and read with
     python3 sched_guest.py floor --seconds 10
     python3 sched_guest.py genchurn --seconds 20
     python3 sched_guest.py move
+    python3 sched_guest.py shares --seconds 6
     python3 sched_guest.py bench --seconds 8 --hogs 4 --rounds 3
 """
 from __future__ import annotations
@@ -147,7 +148,10 @@ def cg_info(cg: Path) -> dict:
             *_hexbytes(struct.pack("<Q", cg.stat().st_ino))], check=False)
     if r.returncode != 0:
         return {}
-    raw = bytes(int(x, 16) for x in json.loads(r.stdout)["value"])
+    entry = json.loads(r.stdout)
+    if "formatted" in entry:        # bpftool lays the value out from the map's BTF
+        return entry["formatted"]["value"]
+    raw = bytes(int(x, 16) for x in entry["value"])
     weight, nr = struct.unpack("<Ii", raw[:8])
     return {"weight": weight, "nr_runnable": nr}
 
@@ -625,6 +629,80 @@ def _prog_stats() -> dict:
     return out
 
 
+# The Kubernetes cgroup tree of the shares scenario: path -> (cpu.weight, hog threads).
+# kubelet writes the same request-derived weight on a pod slice and its container, and a
+# QoS slice carries the sum of its pods' requests.
+def _k8s_tree() -> dict[str, tuple[int, int]]:
+    w = kubelet_weight
+    return {
+        "slo_kubepods": (100, 0),
+        "slo_kubepods/burstable": (w(2500), 0),
+        "slo_kubepods/burstable/pod_a": (w(500), 0),
+        "slo_kubepods/burstable/pod_a/ctr": (w(500), 1),
+        "slo_kubepods/burstable/pod_b": (w(2000), 0),
+        "slo_kubepods/burstable/pod_b/ctr": (w(2000), 16),
+        "slo_kubepods/pod_g": (w(2000), 0),
+        "slo_kubepods/pod_g/ctr": (w(2000), 1),
+        "slo_kubepods/besteffort": (1, 0),
+        "slo_kubepods/besteffort/pod_e": (1, 0),
+        "slo_kubepods/besteffort/pod_e/ctr": (1, 1),
+    }
+
+
+def _cg_tree(tree: dict[str, tuple[int, int]]) -> dict[str, Path]:
+    out = {}
+    for path, (weight, _n) in tree.items():
+        cg = CG_ROOT / path
+        cg.mkdir(exist_ok=True)
+        (cg / "cpu.weight").write_text(str(weight))
+        if any(other.startswith(path + "/") for other in tree):
+            (cg / "cgroup.subtree_control").write_text("+cpu")
+        out[path] = cg
+    return out
+
+
+def scenario_shares(args) -> dict:
+    """The CPU each pod of a Kubernetes tree gets, under EEVDF and under scx_slo, in one
+    boot: phase "burstable" runs pods a (500m, 1 thread) and b (2 CPU, 16 threads) of the
+    burstable QoS slice; phase "qos" adds a Guaranteed pod g (2 CPU, 1 thread) and a
+    BestEffort pod e (1 thread). Shares are usage_usec over the phase's total."""
+    tree = _k8s_tree()
+    cgs = _cg_tree(tree)
+    pods = {"a": "slo_kubepods/burstable/pod_a/ctr", "b": "slo_kubepods/burstable/pod_b/ctr",
+            "g": "slo_kubepods/pod_g/ctr", "e": "slo_kubepods/besteffort/pod_e/ctr"}
+    phases = {"burstable": ("a", "b"), "qos": ("a", "b", "g", "e")}
+    res = {"ncpu": os.cpu_count() or 1, "weights": {k: v[0] for k, v in tree.items()},
+           "phases": {}}
+    try:
+        for phase, running in phases.items():
+            out = res["phases"][phase] = {}
+            for policy in ("eevdf", "scx_slo"):
+                if policy == "scx_slo":
+                    load()
+                procs = [hogs(cgs[pods[p]], tree[pods[p]][1], args.seconds + 30)
+                         for p in running]
+                time.sleep(1.5)
+                u0 = {p: cg_usage_us(cgs[pods[p]]) for p in running}
+                time.sleep(args.seconds)
+                used = {p: cg_usage_us(cgs[pods[p]]) - u0[p] for p in running}
+                total = max(sum(used.values()), 1)
+                out[policy] = {"share": {p: used[p] / total for p in running},
+                               "state": scx_state()}
+                if policy == "scx_slo":
+                    out[policy]["exit"] = read_exit()
+                for h in procs:
+                    h.kill()
+                    h.wait(timeout=60)
+                if policy == "scx_slo":
+                    out[policy]["state_unloaded"] = unload()
+    finally:
+        if scx_state() != "disabled":
+            unload()
+        for path in sorted(cgs, key=len, reverse=True):
+            cg_remove(cgs[path])
+    return res
+
+
 def scenario_bench(args) -> dict:
     """The probe's p99 under load for four policies, plus batch CPU time and BPF cost."""
     crit_w, batch_w = kubelet_weight(500), kubelet_weight(2000)
@@ -710,6 +788,8 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=6)
     p = sub.add_parser("move")
     p.add_argument("--seconds", type=float, default=2)
+    p = sub.add_parser("shares")
+    p.add_argument("--seconds", type=float, default=6)
     p = sub.add_parser("bench")
     p.add_argument("--seconds", type=float, default=12)
     p.add_argument("--hogs", type=int, default=4)
@@ -717,7 +797,8 @@ def main() -> int:
     args = ap.parse_args()
     fn = {"load-unload": scenario_load_unload, "saturation": scenario_saturation,
           "weights": scenario_weights, "floor": scenario_floor,
-          "bandwidth": scenario_bandwidth, "genchurn": scenario_genchurn, "slicetimer": scenario_slicetimer, "starve": scenario_starve, "move": scenario_move, "bench": scenario_bench}[args.cmd]
+          "bandwidth": scenario_bandwidth, "genchurn": scenario_genchurn, "slicetimer": scenario_slicetimer, "starve": scenario_starve, "move": scenario_move,
+          "shares": scenario_shares, "bench": scenario_bench}[args.cmd]
     print(json.dumps(fn(args)))
     return 0
 
