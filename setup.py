@@ -43,7 +43,7 @@ class BuildPyWithBpf(build_py):
 
 
 cffi_modules = []
-if (HERE / "plugin" / "scx_slo" / "libbpf" / "_build.py").exists():
-    cffi_modules.append("plugin/scx_slo/libbpf/_build.py:ffibuilder")
+if (HERE / "plugin" / "scx_slo" / "loader" / "libbpf" / "_build.py").exists():
+    cffi_modules.append("plugin/scx_slo/loader/libbpf/_build.py:ffibuilder")
 
 setup(cmdclass={"build_py": BuildPyWithBpf}, cffi_modules=cffi_modules)

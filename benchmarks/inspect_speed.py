@@ -19,8 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from scx_slo import default_object_path, gate
-from scx_slo.btf import Btf, Kind
+from scx_slo import default_object_path
+from scx_slo.loader import gate
+from scx_slo.loader.btf import Btf, Kind
 
 INSPECT_TARGET_S = 0.150
 BTF_TARGET_S = 1.0

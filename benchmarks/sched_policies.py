@@ -29,7 +29,7 @@ ORDER = ["idle", "eevdf_default", "eevdf_kubelet", "eevdf_batch_idle", "scx_slo"
 
 
 def run_bench(cpus: int, seconds: float, hogs: int, rounds: int) -> dict:
-    from scx_slo.vm import Vm
+    from scx_slo.dev.vm import Vm
 
     with Vm(cpus=cpus, mem_mb=1024) as vm:
         r = vm.run(["python3", GUEST_SCRIPT, "bench", "--seconds", str(seconds),

@@ -183,7 +183,7 @@ foreign_wheels() {
     "$py" -m pip download -q --disable-pip-version-check --no-deps --no-binary=:all: \
       -d "$src/sdist" "${sdist[@]}" >&2 || die "pip download of sdists ${sdist[*]} failed"
   fi
-  cp "$repo"/plugin/scx_slo/libbpf/{_build.py,libbpf.cdef,_shim.c,_shim.h} "$src/libbpf/"
+  cp "$repo"/plugin/scx_slo/loader/libbpf/{_build.py,libbpf.cdef,_shim.c,_shim.h} "$src/libbpf/"
   cp "$dst"/cffi-*.whl "$dst"/pycparser-*.whl "$wheels/$pip_whl" "$src/"
   # run inside the build root: cffi for the compile, then the compiled code
   cat > "$src/build-in-root.sh" <<SH
@@ -226,8 +226,8 @@ dist_info = f"{name}-{version}.dist-info/"
 with zipfile.ZipFile(src) as z:
     entries = [(info, z.read(info)) for info in z.infolist()]
 compiled = [info.filename for info, _ in entries if info.filename.endswith(".so")]
-if len(compiled) != 1 or not compiled[0].startswith("scx_slo/libbpf/_libbpf"):
-    sys.exit(f"{src.name}: expected one compiled module, scx_slo/libbpf/_libbpf*.so; found {compiled}")
+if len(compiled) != 1 or not compiled[0].startswith("scx_slo/loader/libbpf/_libbpf"):
+    sys.exit(f"{src.name}: expected one compiled module, scx_slo/loader/libbpf/_libbpf*.so; found {compiled}")
 old_tag, new_tag = (f"Tag: {py_tag}-{abi_tag}-{p}\n".encode() for p in (native_platform, platform))
 out = out_dir / f"{name}-{version}-{py_tag}-{abi_tag}-{platform}.whl"
 record, record_info = [], None

@@ -17,8 +17,8 @@ import os
 import pytest
 from hypothesis import settings
 
-from scx_slo.vm import Vm
-from scx_slo.vm.kernels import NAMES
+from scx_slo.dev.vm import Vm
+from scx_slo.dev.vm.kernels import NAMES
 
 
 # Property tests: no per-example deadline (a busy 2-core machine is slow, not wrong) and

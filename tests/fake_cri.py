@@ -1,7 +1,7 @@
 """A container runtime's CRI endpoint on a real Unix socket, for tests.
 
 It serves runtime.v1.RuntimeService (the generated servicer of
-scx_slo/cri/api.proto, the same wire protocol containerd speaks) with a list of
+scx_slo/agent/cri/api.proto, the same wire protocol containerd speaks) with a list of
 pod sandboxes given as JSON objects:
 
     {"uid": "...", "namespace": "...", "name": "...", "labels": {...},
@@ -35,7 +35,7 @@ from concurrent import futures
 
 import grpc
 
-from scx_slo.cri import api_pb2, api_pb2_grpc
+from scx_slo.agent.cri import api_pb2, api_pb2_grpc
 
 _STATES = {"ready": api_pb2.SANDBOX_READY, "notready": api_pb2.SANDBOX_NOTREADY}
 

@@ -16,9 +16,9 @@ import tempfile
 import threading
 import time
 
-from scx_slo import cgroups
-from scx_slo.cri import list_pods
-from scx_slo.reconcile import cgroup_patterns, plan
+from scx_slo.agent import cgroups
+from scx_slo.agent.cri import list_pods
+from scx_slo.agent.reconcile import cgroup_patterns, plan
 from scx_slo.settings.validate import validate_text
 
 ROOT = "/sys/fs/cgroup"

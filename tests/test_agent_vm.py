@@ -13,7 +13,7 @@ import pytest
 from fixtures import objects as O
 
 from scx_slo import default_object_path
-from scx_slo.agent import file_sha256 as sha
+from scx_slo.agent.loop import file_sha256 as sha
 
 pytestmark = pytest.mark.vm
 REPO = Path(__file__).resolve().parents[1]

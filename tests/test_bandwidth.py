@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from scx_slo.bandwidth import QUOTA_MAX, BandwidthFeed, read_cpu_max, walk
-from scx_slo.cgroups import CgroupError, cgroup_id
+from scx_slo.agent.bandwidth import QUOTA_MAX, BandwidthFeed, read_cpu_max, walk
+from scx_slo.agent.cgroups import CgroupError, cgroup_id
 
 
 class FakeMap(dict):

@@ -20,9 +20,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scx_slo.bench import report, stats
-from scx_slo.bench.runner import CONFIG_NAMES, CONFIGS, bpf_prog_stats, settings_text
-from scx_slo.bench.workloads import parse_stress_ng, response
+from scx_slo.dev.bench import report, stats
+from scx_slo.dev.bench.runner import CONFIG_NAMES, CONFIGS, bpf_prog_stats, settings_text
+from scx_slo.dev.bench.workloads import parse_stress_ng, response
 
 
 # -- percentiles -------------------------------------------------------------------------------
@@ -177,11 +177,11 @@ def _free_port() -> int:
 
 def test_server_and_open_loop_client_on_the_host():
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "scx_slo.bench.workloads", "server",
+    server = subprocess.Popen([sys.executable, "-m", "scx_slo.dev.bench.workloads", "server",
                                "--port", str(port)], stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout.readline().strip() == "ready"
-        r = subprocess.run([sys.executable, "-m", "scx_slo.bench.workloads", "loadgen",
+        r = subprocess.run([sys.executable, "-m", "scx_slo.dev.bench.workloads", "loadgen",
                             "--port", str(port), "--rate", "20", "--duration", "1",
                             "--delay", "0.05"], capture_output=True, text=True, timeout=60)
         d = json.loads(r.stdout)
@@ -258,7 +258,7 @@ def test_report_targets_pass_and_fail():
 
 def test_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
-    from scx_slo.bench.plot import plot
+    from scx_slo.dev.bench.plot import plot
 
     wake = {n: 500 for n in CONFIG_NAMES}
     doc = report.analyze(_fake_doc(wake, 5.0, {n: 100.0 for n in CONFIG_NAMES}))
@@ -281,7 +281,7 @@ def test_configurations_are_the_issue_s():
 @pytest.mark.bench
 @pytest.mark.vm_kernels("6.12")     # the kernel users run; `scx-slo bench --kernel 7.3` for the other
 def test_quick_bench_in_vm(vm, tmp_path):
-    from scx_slo.bench.host import run_in_vm, write_outputs
+    from scx_slo.dev.bench.host import run_in_vm, write_outputs
 
     t0 = time.monotonic()
     doc = report.analyze(run_in_vm(["--quick"], vm=vm, timeout=1500))

@@ -1,4 +1,4 @@
-"""scx_slo.btf: parse .BTF/.BTF.ext/kernel BTF, cross-checked against bpftool; layouts."""
+"""scx_slo.loader.btf: parse .BTF/.BTF.ext/kernel BTF, cross-checked against bpftool; layouts."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from fixtures import objects as O
-from scx_slo.btf import Btf, BtfError, BtfExt, Kind
+from scx_slo.loader.btf import Btf, BtfError, BtfExt, Kind
 
 pytestmark = pytest.mark.skipif(not O.have_clang(), reason="needs clang-19 for fixtures")
 KERNEL_BTF = Path("/sys/kernel/btf/vmlinux")

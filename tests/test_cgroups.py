@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from scx_slo import cgroups
-from scx_slo.cgroups import (
+from scx_slo.agent import cgroups
+from scx_slo.agent.cgroups import (
     CREATED,
     REMOVED,
     RESYNC,

@@ -7,7 +7,7 @@ import grpc
 import pytest
 
 import fake_cri
-from scx_slo.cri import (
+from scx_slo.agent.cri import (
     CriClient,
     CriRefused,
     CriSocketMissing,
@@ -82,7 +82,7 @@ def test_pods_by_uid_prefers_the_ready_sandbox_then_the_latest_attempt():
 
 
 def api_pb2_pod(d):
-    from scx_slo.cri import Pod
+    from scx_slo.agent.cri import Pod
     return Pod.from_proto(fake_cri.sandbox(d))
 
 
@@ -163,7 +163,7 @@ def test_upstream_encoded_sandbox_decodes():
           + _map_entry(5, "tier", "web") + _map_entry(6, "slo.latency.p99", "1s")
           + _field(7, b"runc") + _field(99, b"a field this subset does not know"))
     resp = api_pb2.ListPodSandboxResponse.FromString(_field(1, sb))
-    from scx_slo.cri import Pod
+    from scx_slo.agent.cri import Pod
     pod = Pod.from_proto(resp.items[0])
     assert (pod.sandbox_id, pod.name, pod.uid, pod.namespace, pod.attempt, pod.state,
             pod.created_at_ns, pod.labels, pod.annotations) == (
@@ -184,18 +184,18 @@ def test_method_path_is_the_upstream_one(cri):
 
 
 def test_generated_code_matches_the_proto(tmp_path):
-    """api_pb2*.py are what the regenerate command in scx_slo.cri's docstring makes."""
+    """api_pb2*.py are what the regenerate command in scx_slo.agent.cri's docstring makes."""
     protoc = pytest.importorskip("grpc_tools.protoc")
     from pathlib import Path
 
-    import scx_slo.cri
-    pkg = Path(scx_slo.cri.__file__).parent
+    import scx_slo.agent.cri
+    pkg = Path(scx_slo.agent.cri.__file__).parent
     plugin = pkg.parent.parent
-    (tmp_path / "scx_slo" / "cri").mkdir(parents=True)
-    (tmp_path / "scx_slo" / "cri" / "api.proto").write_bytes((pkg / "api.proto").read_bytes())
+    (tmp_path / "scx_slo" / "agent" / "cri").mkdir(parents=True)
+    (tmp_path / "scx_slo" / "agent" / "cri" / "api.proto").write_bytes((pkg / "api.proto").read_bytes())
     rc = protoc.main(["protoc", f"-I{tmp_path}", f"--python_out={tmp_path}",
-                      f"--grpc_python_out={tmp_path}", str(tmp_path / "scx_slo/cri/api.proto")])
+                      f"--grpc_python_out={tmp_path}", str(tmp_path / "scx_slo/agent/cri/api.proto")])
     assert rc == 0
     for name in ("api_pb2.py", "api_pb2_grpc.py"):
-        assert (tmp_path / "scx_slo" / "cri" / name).read_text() == (pkg / name).read_text(), (
-            f"{name} is stale: regenerate (see scx_slo.cri's docstring) from {plugin}")
+        assert (tmp_path / "scx_slo" / "agent" / "cri" / name).read_text() == (pkg / name).read_text(), (
+            f"{name} is stale: regenerate (see scx_slo.agent.cri's docstring) from {plugin}")

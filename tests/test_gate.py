@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fixtures import objects as O
-from scx_slo import gate
+from scx_slo.loader import gate
 
 pytestmark = pytest.mark.skipif(not O.have_clang(), reason="needs clang-19 for fixtures")
 
@@ -27,7 +27,7 @@ def good(work) -> Path:
 
 
 def _first_strong_candidate(path: Path) -> str:
-    from scx_slo.btf import Btf
+    from scx_slo.loader.btf import Btf
     btf = Btf(O.section_data(path, ".BTF"))
     return sorted(n for n in btf.datasec_vars(".ksyms") if "___" not in n)[0]
 
@@ -68,7 +68,7 @@ def test_shipped_object_passes(good, kbtf):
 def test_host_kernel_without_sched_ext_is_reported(good):
     # The host's kernel has no sched_ext: the gate says so by name.
     report = gate.inspect(good, kernel_btf="/sys/kernel/btf/vmlinux")
-    from scx_slo.btf import Btf, Kind
+    from scx_slo.loader.btf import Btf, Kind
     if Btf.from_file("/sys/kernel/btf/vmlinux").find("sched_ext_ops", Kind.STRUCT):
         pytest.skip("this host kernel has sched_ext")
     assert not report.accepted
@@ -170,8 +170,8 @@ def test_cli_accepts_and_usage(good, kbtf):
 
 
 def test_refused_object_never_reaches_libbpf(good, kbtf, work, monkeypatch):
-    import scx_slo.libbpf as libbpf
-    from scx_slo.scheduler import Scheduler
+    import scx_slo.loader.libbpf as libbpf
+    from scx_slo.loader.scheduler import Scheduler
 
     opened = []
     monkeypatch.setattr(libbpf, "BpfObject", lambda *a, **k: opened.append(a))
@@ -216,9 +216,9 @@ def test_optional_callback_absent_from_an_older_kernel_is_left_out(good, kbtf, w
     callback is left out at load (NULL in the struct_ops shadow, its program not
     loaded) and what that means is named; the other callbacks stay. The kernel BTF
     also tells the agent that cpu.max must come from cgroupfs there."""
-    from scx_slo.bandwidth import kernel_passes_cpu_max
-    from scx_slo.btf import Layout
-    from scx_slo.scheduler import Scheduler
+    from scx_slo.agent.bandwidth import kernel_passes_cpu_max
+    from scx_slo.loader.btf import Layout
+    from scx_slo.loader.scheduler import Scheduler
 
     old = _kernel_without(kbtf, work, "cgroup_set_bandwidth")
     report = gate.inspect(good, kernel_btf=old)

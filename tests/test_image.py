@@ -309,8 +309,8 @@ NOT_IN_IMAGE = {
     "privateapt.py": "apt-get download / dpkg-deb for the VM's kernels and root filesystem",
     "libbpf/_build.py": "the cffi build script, run by `pip wheel` (pkg-config)",
     "commands/image.py": "builds and unpacks the image (bash build.sh, umoci)",
-    "commands/vm.py": "scx_slo.vm's command line",
-    "commands/bench.py": "scx_slo.bench's command line",
+    "commands/vm.py": "scx_slo.dev.vm's command line",
+    "commands/bench.py": "scx_slo.dev.bench's command line",
     "commands/demo.py": "the quick benchmark in the VM",
 }
 # (module, function) -> where the program is: an argv ("argv"), a shell command line
@@ -658,7 +658,7 @@ def test_index_lists_an_amd64_and_an_arm64_image(archive, image, arm64_image, ca
     assert arm64_image.layers[0]["digest"] != image.layers[0]["digest"]
     assert arm64_image.entrypoint == image.entrypoint
     assert arm64_image.config["config"]["Env"] == image.config["config"]["Env"]
-    ext = img.find_in_layers(arm64_image, "scx_slo/libbpf/_libbpf.abi3.so")
+    ext = img.find_in_layers(arm64_image, "scx_slo/loader/libbpf/_libbpf.abi3.so")
     assert ext is not None and ext[:4] == b"\x7fELF"
     assert int.from_bytes(ext[18:20], "little") == EM_AARCH64, "the cffi extension is not arm64"
     assert arm64_image.compressed_size <= TARGET_COMPRESSED
@@ -686,7 +686,7 @@ def test_arm64_python_runs_the_binding_under_qemu(archive, arm64_image, tmp_path
     its arm64 wheels and the cffi libbpf binding, which calls into libbpf.so.1."""
     root = img.unpack_rootfs(archive, tmp_path / "rootfs", "arm64")
     qemu = ["qemu-aarch64-static", "-L", str(root), str(root / "usr/bin/python3")]
-    code = ("import platform, scx_slo.libbpf as l, scx_slo.libbpf._libbpf as ext, scx_slo.agent, "
+    code = ("import platform, scx_slo.loader.libbpf as l, scx_slo.loader.libbpf._libbpf as ext, scx_slo.agent.loop, "
             "grpc, google.protobuf, systemd.journal; "
             "print(platform.machine(), l.version_string(), l.num_possible_cpus() > 0, ext.__file__)")
     p = subprocess.run([*qemu, "-c", code], capture_output=True, text=True, timeout=300)
@@ -695,7 +695,7 @@ def test_arm64_python_runs_the_binding_under_qemu(archive, arm64_image, tmp_path
     assert machine == "aarch64" and cpus == "True"
     assert re.fullmatch(r"v?1\.([4-9]|\d\d)(\.\d+)?", version), version
     # the image's own extension (python3 finds its prefix from its path: the rootfs)
-    assert ext == str(root / "usr/local/lib/python3.11/dist-packages/scx_slo/libbpf/_libbpf.abi3.so")
+    assert ext == str(root / "usr/local/lib/python3.11/dist-packages/scx_slo/loader/libbpf/_libbpf.abi3.so")
     p = subprocess.run([*qemu, str(root / "usr/local/bin/scx-slo"), "--version"],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr

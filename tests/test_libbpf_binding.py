@@ -12,9 +12,9 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from fixtures import objects as O
-from scx_slo import gate, libbpf
-from scx_slo.btf import Btf
-from scx_slo.scheduler import Scheduler, SchedulerError
+from scx_slo.loader import gate, libbpf
+from scx_slo.loader.btf import Btf
+from scx_slo.loader.scheduler import Scheduler, SchedulerError
 
 pytestmark = pytest.mark.skipif(not O.have_clang(), reason="needs clang-19 for fixtures")
 
@@ -127,10 +127,10 @@ def test_check_maps_both_conventions():
 
 
 def test_libbpf_log_goes_to_python_logging(caplog):
-    with caplog.at_level(logging.DEBUG, logger="scx_slo.libbpf"):
+    with caplog.at_level(logging.DEBUG, logger="scx_slo.loader.libbpf"):
         with pytest.raises(libbpf.NotFound):
             libbpf.BpfObject("/nonexistent/log.bpf.o")
-    assert any(r.name == "scx_slo.libbpf" and "log.bpf.o" in r.getMessage()
+    assert any(r.name == "scx_slo.loader.libbpf" and "log.bpf.o" in r.getMessage()
                for r in caplog.records)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scx_slo import pins
+from scx_slo.loader import pins
 
 
 @pytest.fixture

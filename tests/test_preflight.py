@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from scx_slo.preflight import CAPS, Preflight
+from scx_slo.agent.preflight import CAPS, Preflight
 
 ALL_CAPS = sum(1 << bit for bit in CAPS.values())
 

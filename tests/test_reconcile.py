@@ -6,10 +6,10 @@ import os
 from hypothesis import given, settings as hsettings, strategies as st
 
 import fake_cri
-from scx_slo import cgroups
-from scx_slo.cgroups import Cgroup, ContainerScope, PodSlice
-from scx_slo.cri import Pod, list_pods
-from scx_slo.reconcile import NoteFilter, cgroup_patterns, plan, plan_node
+from scx_slo.agent import cgroups
+from scx_slo.agent.cgroups import Cgroup, ContainerScope, PodSlice
+from scx_slo.agent.cri import Pod, list_pods
+from scx_slo.agent.reconcile import NoteFilter, cgroup_patterns, plan, plan_node
 from scx_slo.settings.validate import validate_text
 
 CONFIG = validate_text('''

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 import scx_slo
-from scx_slo.privateapt import AptError, PrivateApt
-from scx_slo.vm import VmError, kernel, machine
+from scx_slo.dev.privateapt import AptError, PrivateApt
+from scx_slo.dev.vm import VmError, kernel, machine
 
 
 @pytest.mark.vm

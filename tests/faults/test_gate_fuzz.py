@@ -14,8 +14,8 @@ import pytest
 from fixtures import objects as O
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scx_slo import gate
-from scx_slo.libbpf import BpfObject
+from scx_slo.loader import gate
+from scx_slo.loader.libbpf import BpfObject
 
 from faults import mutate
 from faults.conftest import TABLE, CaseTimeout, size, time_bound
@@ -128,7 +128,7 @@ def test_gate_structural_mutants(original, kbtf, work):
     (members, array elements, pointers, typedefs, vars, funcs)."""
     import struct as st_
 
-    from scx_slo.scheduler import ObjectTypes
+    from scx_slo.loader.scheduler import ObjectTypes
 
     data, _layout = original
     row = TABLE.row("gate.structural")

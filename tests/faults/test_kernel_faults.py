@@ -178,8 +178,8 @@ def test_agent_killed_during_load(fvm):
     row = TABLE.row("agent.kill_during_load")
     delays = [0.5, 2.5, 8.0] if SCALE == "quick" else [x / 2 for x in range(1, 25)]
     out = guest(fvm, "killload --delays " + " ".join(map(str, delays)), timeout=3600)
-    from scx_slo import gate
-    from scx_slo.scheduler import KEEPALIVE_MAPS, LINK_PIN
+    from scx_slo.loader import gate
+    from scx_slo.loader.scheduler import KEEPALIVE_MAPS, LINK_PIN
 
     full = {LINK_PIN, *(m.name for m in gate.REQUIRED_MAPS), *KEEPALIVE_MAPS}
     assert full == {"link", "slo_cgroups", "slo_classes", "slo_exit", "slo_gen", "slo_stats",

@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scx_slo.cgroups import PodSlice
-from scx_slo.cri import Pod
-from scx_slo.reconcile import NoteFilter, plan
+from scx_slo.agent.cgroups import PodSlice
+from scx_slo.agent.cri import Pod
+from scx_slo.agent.reconcile import NoteFilter, plan
 from scx_slo.settings.durations import parse_duration
 from scx_slo.settings.validate import validate_text
 

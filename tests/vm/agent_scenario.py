@@ -25,9 +25,9 @@ from fake_bottlerocket_api import start as start_api  # noqa: E402
 from polling import wait_for  # noqa: E402
 from fake_cri import start as start_cri  # noqa: E402
 
-from scx_slo import pins  # noqa: E402
-from scx_slo.agent import attached_ops  # noqa: E402
-from scx_slo.scheduler import Scheduler  # noqa: E402
+from scx_slo.loader import pins  # noqa: E402
+from scx_slo.agent.loop import attached_ops  # noqa: E402
+from scx_slo.loader.scheduler import Scheduler  # noqa: E402
 from scx_slo.settings.apiclient import ApiClient  # noqa: E402
 
 CG = Path("/sys/fs/cgroup")
@@ -211,7 +211,7 @@ def main() -> None:
     out["ops"] = Path("/sys/kernel/sched_ext/root/ops").read_text().strip() if ok else None
     out["map_initial"] = {str(k): v for k, v in pinned_map().items()}
     # before 6.17 the agent feeds cpu.max from cgroupfs; from 6.17 the kernel passes it
-    from scx_slo.bandwidth import kernel_passes_cpu_max
+    from scx_slo.agent.bandwidth import kernel_passes_cpu_max
     out["kernel_passes_cpu_max"] = kernel_passes_cpu_max()
     fed = wait_for(lambda: (maps().typed("slo_cg_bw").lookup(ids["guaranteed"])
                             if maps() else None), 15, 0.1)

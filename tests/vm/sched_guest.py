@@ -60,7 +60,7 @@ def scx_ops() -> str:
 
 
 def load(**tunables: int) -> None:
-    from scx_slo.scheduler import Scheduler
+    from scx_slo.loader.scheduler import Scheduler
 
     if os.path.exists(PIN):
         unload()
@@ -429,8 +429,8 @@ def scenario_floor(args) -> dict:
 def bandwidth_feed():
     """What the agent does with cpu.max where the kernel does not pass it (< 6.17):
     a function that feeds the cgroups' cpu.max into the scheduler; a no-op elsewhere."""
-    from scx_slo.bandwidth import BandwidthFeed, kernel_passes_cpu_max
-    from scx_slo.scheduler import Scheduler
+    from scx_slo.agent.bandwidth import BandwidthFeed, kernel_passes_cpu_max
+    from scx_slo.loader.scheduler import Scheduler
 
     if kernel_passes_cpu_max():
         return lambda *cgs: None
@@ -500,7 +500,7 @@ def scenario_genchurn(args) -> dict:
     enqueue, dispatch (of a kept prev), tick and timer re-resolves a task's class.
     slo_gen is bumped through the map; weight_gen through cpu.weight writes
     (cgroup_set_weight) and cgroups made and removed (cgroup_init/exit)."""
-    from scx_slo.scheduler import Scheduler
+    from scx_slo.loader.scheduler import Scheduler
 
     ncpu = os.cpu_count() or 1
     batch, crit = cg_make("slo_gc_batch"), cg_make("slo_gc_crit")

@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_kernel_argument(p: argparse.ArgumentParser) -> None:
-    from scx_slo.vm.kernels import DEFAULT, NAMES
+    from scx_slo.dev.vm.kernels import DEFAULT, NAMES
 
     p.add_argument("--kernel", choices=NAMES, default=None,
                    help=f"VM kernel (default $SCX_SLO_VM_KERNEL or {DEFAULT}; 6.12 is "
@@ -48,7 +48,7 @@ def add_kernel_argument(p: argparse.ArgumentParser) -> None:
 def _params(args):
     from dataclasses import replace
 
-    from scx_slo.bench.runner import Params
+    from scx_slo.dev.bench.runner import Params
 
     p = Params.quick() if args.quick else Params()
     if args.seconds is not None:
@@ -61,7 +61,7 @@ def _params(args):
 
 
 def _configs(args) -> tuple[str, ...]:
-    from scx_slo.bench.runner import CONFIG_NAMES, BenchError
+    from scx_slo.dev.bench.runner import CONFIG_NAMES, BenchError
 
     if not args.configs:
         return CONFIG_NAMES
@@ -88,23 +88,23 @@ def progress(msg: str) -> None:
 
 def measure(args) -> dict:
     """Run the benchmark (in the VM or here) and return the analyzed document."""
-    from scx_slo.bench.report import analyze
+    from scx_slo.dev.bench.report import analyze
 
     names = _configs(args)
     params = _params(args)
     if args.here:
-        from scx_slo.bench.runner import run_all
+        from scx_slo.dev.bench.runner import run_all
         doc = run_all(params, names, log=progress)
     else:
-        from scx_slo.bench.host import run_in_vm
+        from scx_slo.dev.bench.host import run_in_vm
         doc = run_in_vm(_forwarded(args), cpus=args.cpus, progress=progress, kernel=args.kernel,
                         timeout=max(1800.0, len(names) * (params.measure_s * 8 + 120)))
     return analyze(doc)
 
 
 def run(args) -> int:
-    from scx_slo.bench.host import write_outputs
-    from scx_slo.bench.report import markdown
+    from scx_slo.dev.bench.host import write_outputs
+    from scx_slo.dev.bench.report import markdown
 
     doc = measure(args)
     paths = write_outputs(doc, args.out, plot=not args.no_plot, warn=progress)

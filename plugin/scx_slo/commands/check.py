@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from scx_slo.preflight import Preflight
+    from scx_slo.agent.preflight import Preflight
 
     checks = Preflight().run()
     ready = all(c.ok for c in checks)

@@ -19,8 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from scx_slo.bench.host import write_outputs
-    from scx_slo.bench.report import markdown, summary, target_line
+    from scx_slo.dev.bench.host import write_outputs
+    from scx_slo.dev.bench.report import markdown, summary, target_line
     from scx_slo.commands import bench
 
     ns = argparse.Namespace(quick=True, out=args.out, json=False, cpus=args.cpus,

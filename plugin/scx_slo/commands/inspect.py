@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from scx_slo import default_object_path
-    from scx_slo import gate
+    from scx_slo.loader import gate
     from scx_slo.errors import ScxSloError
 
     path, pin = args.object, args.expect_sha256

@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from scx_slo.agent import Agent, Options
+    from scx_slo.agent.loop import Agent, Options
 
     opts = Options(user_data=args.user_data, state_dir=args.state_dir, pin_base=args.pin_dir,
                    cgroup_root=args.cgroup_root, cri_socket=args.cri_socket,

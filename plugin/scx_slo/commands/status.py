@@ -16,10 +16,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def collect(pin_dir: str | None, state_dir: str) -> dict:
-    from scx_slo import pins
-    from scx_slo.agent import STATUS_FILE, attached_ops
-    from scx_slo.histogram import percentile
-    from scx_slo.scheduler import Scheduler, sched_ext_state
+    from scx_slo.loader import pins
+    from scx_slo.agent.loop import STATUS_FILE, attached_ops
+    from scx_slo.agent.histogram import percentile
+    from scx_slo.loader.scheduler import Scheduler, sched_ext_state
 
     out = {"state": sched_ext_state(), "ops": attached_ops(), "attached": attached_ops() == "scx_slo",
            "pinned": [], "classes": [], "agent": None}
@@ -58,7 +58,7 @@ def collect(pin_dir: str | None, state_dir: str) -> dict:
 
 
 def run(args) -> int:
-    from scx_slo.histogram import fmt_ns
+    from scx_slo.agent.histogram import fmt_ns
 
     st = collect(args.pin_dir, args.state_dir)
     if args.json:

@@ -12,7 +12,7 @@ import sys
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from scx_slo.vm.kernels import DEFAULT, NAMES
+    from scx_slo.dev.vm.kernels import DEFAULT, NAMES
 
     sub = p.add_subparsers(dest="vm_command", metavar="ACTION", required=True)
     b = sub.add_parser("build", help="get the kernel and build the guest rootfs (cached)")
@@ -32,8 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from scx_slo.errors import ScxSloError
-    from scx_slo.vm import Vm, build, kernels
-    from scx_slo.vm.cache import cache_dir
+    from scx_slo.dev.vm import Vm, build, kernels
+    from scx_slo.dev.vm.cache import cache_dir
 
     def progress(msg: str) -> None:
         print(f"vm: {msg}", file=sys.stderr, flush=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 SRC = Path("/opt/scx-slo/src")
 sys.path[:0] = [str(SRC / "tests"), str(SRC / "plugin")]
 
-from scx_slo.scheduler import Scheduler, sched_ext_state, wait_state
+from scx_slo.loader.scheduler import Scheduler, sched_ext_state, wait_state
 
 OPS = Path("/sys/kernel/sched_ext/root/ops")
 CG = Path("/sys/fs/cgroup")
@@ -80,7 +80,8 @@ def dmesg_tail(n: int = 30) -> list[str]:
 # -- refused mutants never reach the kernel --------------------------------------------------
 def refused(args) -> dict:
     from faults import mutate
-    from scx_slo import default_object_path, gate
+    from scx_slo import default_object_path
+    from scx_slo.loader import gate
 
     data = Path(str(default_object_path())).read_bytes()
     layout = mutate.Layout.of(data)
@@ -122,7 +123,7 @@ LOAD_ONE = """
 import json, sys
 sys.path[:0] = ["/opt/scx-slo/src/plugin"]
 from scx_slo.errors import ScxSloError
-from scx_slo.scheduler import Scheduler
+from scx_slo.loader.scheduler import Scheduler
 try:
     with Scheduler.open(sys.argv[1], pin_dir="/sys/fs/bpf/faults_accepted") as s:
         s.load()
@@ -135,7 +136,8 @@ except ScxSloError as exc:
 
 def accepted(args) -> dict:
     from faults import mutate
-    from scx_slo import default_object_path, gate
+    from scx_slo import default_object_path
+    from scx_slo.loader import gate
 
     data = Path(str(default_object_path())).read_bytes()
     layout = mutate.Layout.of(data)
@@ -180,9 +182,9 @@ def disable_rescue(s: Scheduler) -> str:
     """Turn off the kernel's rescue of stalled tasks (sched_ext_ops.rescue_bandwidth_ppt,
     new in 7.x), so that the watchdog is what catches the stall. A kernel without the
     member (6.12) has no such rescue: nothing to turn off."""
-    from scx_slo import gate
-    from scx_slo.btf import Btf, Kind
-    from scx_slo.scheduler import SchedulerError
+    from scx_slo.loader import gate
+    from scx_slo.loader.btf import Btf, Kind
+    from scx_slo.loader.scheduler import SchedulerError
 
     kernel_ops = Btf.from_file(gate.DEFAULT_KERNEL_BTF).get(gate.STRUCT_OPS_TYPE, Kind.STRUCT)
     if "rescue_bandwidth_ppt" not in {m.name for m in kernel_ops.members}:
@@ -193,8 +195,8 @@ def disable_rescue(s: Scheduler) -> str:
         return "set_ops"
     except SchedulerError:
         # Scheduler.set_ops does not allow the field (yet): write libbpf's shadow directly.
-        from scx_slo import gate
-        from scx_slo.btf import Layout
+        from scx_slo.loader import gate
+        from scx_slo.loader.btf import Layout
 
         layout = Layout(s.types.btf, s.types.ops_struct().id)
         off, size = layout.offset_of("rescue_bandwidth_ppt")
@@ -256,7 +258,7 @@ def _proc_state(pid: int) -> str:
 # Scheduler.set_tunables call the agent makes, then runs the real CLI.
 AGENT_WITH_CANARY = """
 import sys
-import scx_slo.scheduler as S
+import scx_slo.loader.scheduler as S
 _orig = S.Scheduler.set_tunables
 def _with_canary(self, **kw):
     kw.setdefault("stall_canary_pid", {pid})
@@ -340,7 +342,7 @@ def agent_stall(args) -> dict:
 
 # -- verifier rejection while scx_slo runs ---------------------------------------------------
 def verifier(args) -> dict:
-    from scx_slo import libbpf
+    from scx_slo.loader import libbpf
 
     out: dict = {"state_before": sched_ext_state()}
     with Scheduler.open(pin_dir="/sys/fs/bpf/faults_verifier") as s:
@@ -374,7 +376,7 @@ OTHER_PIN = "/sys/fs/bpf/faults_other_link"
 
 
 def other(args) -> dict:
-    from scx_slo import libbpf
+    from scx_slo.loader import libbpf
 
     out: dict = {"state_before": sched_ext_state()}
     with libbpf.BpfObject(args.obj) as obj:
@@ -575,7 +577,7 @@ def _pod_path(i: int) -> tuple[str, str]:
 def churn(args) -> dict:
     """Create and remove pod cgroups in rounds while stress-ng saturates the CPUs; after
     each round reconcile the class map the way the agent does (plan_node -> map)."""
-    from scx_slo.reconcile import plan_node
+    from scx_slo.agent.reconcile import plan_node
     from scx_slo.settings.validate import validate_text
 
     config = validate_text(CHURN_SETTINGS, "churn.toml").config

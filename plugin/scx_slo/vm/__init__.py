@@ -1,4 +1,0 @@
-"""A VM with a real sched_ext kernel, for tests and for trying scx-slo anywhere."""
-from scx_slo.vm.machine import Result, Vm, VmCommandError, VmError, build
-
-__all__ = ["Result", "Vm", "VmCommandError", "VmError", "build"]
