@@ -35,7 +35,8 @@ def _json_line(r) -> dict:
 def test_load_attach_pin_adopt_detach(vm):
     load = _py(vm, f"""
         import json
-        from scx_slo.loader.scheduler import Scheduler, sched_ext_state, wait_state
+        from scx_slo.loader.scheduler import Scheduler
+        from scx_slo.loader.sysfs import sched_ext_state, wait_state
         before = sched_ext_state()
         s = Scheduler.open(pin_dir={PIN_DIR!r})
         s.set_tunables(slice_ns=4_000_000, batch_floor_pct=7, timeout_ms=4000)
@@ -58,7 +59,8 @@ def test_load_attach_pin_adopt_detach(vm):
 
     adopt = _py(vm, f"""
         import json, os
-        from scx_slo.loader.scheduler import Scheduler, sched_ext_state, wait_state
+        from scx_slo.loader.scheduler import Scheduler
+        from scx_slo.loader.sysfs import sched_ext_state, wait_state
         from scx_slo.loader.libbpf import num_possible_cpus
         cg = "/sys/fs/cgroup/scx-slo-loader-test"
         os.makedirs(cg, exist_ok=True)
@@ -128,7 +130,7 @@ def test_verifier_rejection_carries_the_log(vm, tmp_path):
     r = _py(vm, """
         import json
         from scx_slo.loader import libbpf
-        from scx_slo.loader.scheduler import sched_ext_state
+        from scx_slo.loader.sysfs import sched_ext_state
         out = {}
         with libbpf.BpfObject("/tmp/bad.bpf.o") as obj:
             try:
@@ -169,7 +171,8 @@ def test_every_program_verifies_with_headroom(vm, vm_kernel):
     """The shipped object loads on this kernel, each program well under the verifier's limit."""
     r = _py(vm, """
         import json
-        from scx_slo.loader.scheduler import VERIFIER_LIMIT, sched_ext_state, trial_load
+        from scx_slo.loader.scheduler import VERIFIER_LIMIT, trial_load
+        from scx_slo.loader.sysfs import sched_ext_state
         print(json.dumps({"insns": trial_load(), "limit": VERIFIER_LIMIT,
                           "state": sched_ext_state()}))
     """)

@@ -26,7 +26,7 @@ from polling import wait_for  # noqa: E402
 from fake_cri import start as start_cri  # noqa: E402
 
 from scx_slo.loader import pins  # noqa: E402
-from scx_slo.agent.loop import attached_ops  # noqa: E402
+from scx_slo.loader.sysfs import attached_ops  # noqa: E402
 from scx_slo.loader.scheduler import Scheduler  # noqa: E402
 from scx_slo.settings.apiclient import ApiClient  # noqa: E402
 

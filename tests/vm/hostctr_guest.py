@@ -27,8 +27,7 @@ sys.path.insert(0, str(SRC / "tests" / "vm"))
 from fake_bottlerocket_api import start as start_api  # noqa: E402
 from polling import wait_for  # noqa: E402
 
-from scx_slo.agent.loop import attached_ops  # noqa: E402
-from scx_slo.loader.scheduler import sched_ext_state  # noqa: E402
+from scx_slo.loader.sysfs import attached_ops, sched_ext_state  # noqa: E402
 
 NAME = "scx-slo"
 WORK = Path("/tmp/host-ctr")

@@ -29,37 +29,18 @@ from scx_slo.errors import ScxSloError
 from scx_slo.agent.histogram import fmt_ns, percentile
 from scx_slo.agent.journal import Reporter
 from scx_slo.loader.tuning import class_configs, tune
-from scx_slo.loader.scheduler import LINK_PIN, Scheduler, sched_ext_state, wait_state
+from scx_slo.loader.scheduler import LINK_PIN, Scheduler
+from scx_slo.loader.sysfs import attached_ops, exit_kind, sched_ext_state, wait_state
 
 log = logging.getLogger(__name__)
 
-OPS_PATH = Path("/sys/kernel/sched_ext/root/ops")
 STATUS_FILE = "status.json"
-EXIT_KINDS = {0: "none", 1: "done", 64: "unregistered", 65: "unregistered (bpf)",
-              66: "unregistered (kernel)", 67: "sysrq", 1024: "error", 1025: "error (bpf)",
-              1026: "stall", 1027: "error (reenqueue)"}
-
-
 class AgentError(ScxSloError):
     """The agent cannot run on this node."""
 
 
-def attached_ops() -> str | None:
-    """The ops name of the attached sched_ext scheduler, or None."""
-    if sched_ext_state() != "enabled":
-        return None
-    try:
-        return OPS_PATH.read_text().strip()
-    except OSError:
-        return None
-
-
 def file_sha256(path: str | os.PathLike) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def exit_kind(kind: int) -> str:
-    return EXIT_KINDS.get(kind, f"kind {kind}")
 
 
 @dataclass

@@ -17,9 +17,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def collect(pin_dir: str | None, state_dir: str) -> dict:
     from scx_slo.loader import pins
-    from scx_slo.agent.loop import STATUS_FILE, attached_ops
+    from scx_slo.agent.loop import STATUS_FILE
     from scx_slo.agent.histogram import percentile
-    from scx_slo.loader.scheduler import Scheduler, sched_ext_state
+    from scx_slo.loader.scheduler import Scheduler
+    from scx_slo.loader.sysfs import attached_ops, sched_ext_state
 
     out = {"state": sched_ext_state(), "ops": attached_ops(), "attached": attached_ops() == "scx_slo",
            "pinned": [], "classes": [], "agent": None}

@@ -10,8 +10,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from scx_slo.loader import pins
-    from scx_slo.agent.loop import attached_ops
-    from scx_slo.loader.scheduler import Scheduler, wait_state
+    from scx_slo.loader.scheduler import Scheduler
+    from scx_slo.loader.sysfs import attached_ops, wait_state
 
     base = pins.base_dir(args.pin_dir, mount_if_missing=False)
     dirs = pins.pinned_dirs(base)

@@ -26,10 +26,10 @@ from scx_slo import default_object_path
 from scx_slo.loader import gate
 from scx_slo.loader.btf import Btf, Kind, Layout
 from scx_slo.errors import ScxSloError
+from scx_slo.loader.sysfs import sched_ext_state, wait_state
 
 DEFAULT_PIN_DIR = Path("/sys/fs/bpf/scx_slo")
 LINK_PIN = "link"
-STATE_PATH = Path("/sys/kernel/sched_ext/state")
 OPS_FIELDS = ("timeout_ms", "flags", "exit_dump_len")
 # Maps pinned only to keep them alive: the kernel frees a map's BPF timers once no
 # user space reference (fd or pin) is left, and the scheduler outlives its loader.
@@ -38,24 +38,6 @@ KEEPALIVE_MAPS = ("slo_bw_timer", "slo_slice_timer")
 
 class SchedulerError(ScxSloError):
     """A scheduler operation was refused (bad tunable, wrong state, mismatched pins)."""
-
-
-def sched_ext_state() -> str:
-    """The kernel's sched_ext state ('enabled', 'disabled', ...), or 'unsupported'."""
-    try:
-        return STATE_PATH.read_text().strip()
-    except OSError:
-        return "unsupported"
-
-
-def wait_state(want: str, timeout: float = 10.0) -> str:
-    """Poll the sched_ext state until it is `want` or `timeout` seconds pass."""
-    deadline = time.monotonic() + timeout
-    state = sched_ext_state()
-    while state != want and time.monotonic() < deadline:
-        time.sleep(0.05)
-        state = sched_ext_state()
-    return state
 
 
 class ObjectTypes:

@@ -29,7 +29,8 @@ from pathlib import Path
 SRC = Path("/opt/scx-slo/src")
 sys.path[:0] = [str(SRC / "tests"), str(SRC / "plugin")]
 
-from scx_slo.loader.scheduler import Scheduler, sched_ext_state, wait_state
+from scx_slo.loader.scheduler import Scheduler
+from scx_slo.loader.sysfs import sched_ext_state, wait_state
 
 OPS = Path("/sys/kernel/sched_ext/root/ops")
 CG = Path("/sys/fs/cgroup")

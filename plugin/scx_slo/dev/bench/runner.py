@@ -81,20 +81,6 @@ class Params:
         return cls(measure_s=25.0, warmup_s=2.0)
 
 
-def sched_ext_state() -> str:
-    try:
-        return SCX_STATE.read_text().strip()
-    except OSError:
-        return "unsupported"
-
-
-def sched_ext_ops() -> str:
-    try:
-        return SCX_OPS.read_text().strip()
-    except OSError:
-        return ""
-
-
 def bpf_prog_stats(progs: list[dict]) -> dict:
     """Per-callback cost of the struct_ops programs in `bpftool -j prog show` output:
     {name: {run_cnt, run_time_ns, avg_ns}} plus an overall average."""
@@ -135,7 +121,8 @@ class ScxRun:
         self.bpf_stats_before = None
 
     def start(self) -> None:
-        from scx_slo.loader.scheduler import Scheduler, wait_state
+        from scx_slo.loader.scheduler import Scheduler
+        from scx_slo.loader.sysfs import wait_state
 
         try:
             self.bpf_stats_before = BPF_STATS.read_text().strip()
@@ -184,7 +171,7 @@ class ScxRun:
                 "bpf": bpf_prog_stats(progs)}
 
     def stop(self) -> str:
-        from scx_slo.loader.scheduler import wait_state
+        from scx_slo.loader.sysfs import wait_state
 
         if self.sched is not None:
             try:
@@ -326,7 +313,7 @@ def run_setup(setup: Setup, p: Params, log: Callable[[str], None]) -> dict:
             proc.stdin.flush()
         time.sleep(p.measure_s / 2)
         res["sched_ext_state"] = sched_ext_state()
-        res["sched_ext_ops"] = sched_ext_ops()
+        res["sched_ext_ops"] = (attached_ops() or '')
         # CPU usage over exactly the probe's window (the batch runs past its end)
         rest = t0 + p.measure_s - time.monotonic()
         if rest > 0:
