@@ -2,28 +2,31 @@
 
 - libbpf.cdef: the C declarations; _shim.c: the print callback shim;
   _build.py: the cffi build script (run at install).
-- errors: libbpf return codes -> typed exceptions, libbpf log -> logging.
-- object / maps / links: Python objects owning the kernel resources.
+- ffi: the one cffi module (`ffi`, `lib`) the others import.
+- errors: libbpf calls and return codes -> typed exceptions, libbpf log -> logging.
+- handle / object / maps / links: Python objects owning the kernel resources, one
+  lifecycle (close once, `with`, repr) for all of them.
 
 Importing this package refuses a libbpf older than 1.4: libbpf 1.1 silently
 ignores the `.struct_ops.link` section that scx_slo's scheduler uses.
 """
 from __future__ import annotations
 
-from scx_slo.loader.libbpf.errors import (  # noqa: F401
-    Exists, LibbpfError, LibbpfVersionError, NotFound, PermissionDenied,
-    Unsupported, VerifierError, check, log_mark, on_libbpf_log,
-)
-
-MIN_VERSION = (1, 4)
-
 try:
-    from scx_slo.loader.libbpf._libbpf import ffi, lib
+    from scx_slo.loader.libbpf.ffi import ffi, lib
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(
         "scx_slo's libbpf binding is not compiled (scx_slo/loader/libbpf/_libbpf*.so missing): "
         "reinstall with `pip install -e .` on a machine with libbpf-dev >= 1.4 "
         f"({exc})") from exc
+
+from scx_slo.loader.libbpf.errors import (  # noqa: F401
+    Exists, LibbpfError, LibbpfVersionError, NotFound, PermissionDenied,
+    Unsupported, VerifierError, call, check, log_mark, on_libbpf_log,
+)
+
+MIN_VERSION = (1, 4)
+
 
 
 def version() -> tuple[int, int]:

@@ -1,9 +1,10 @@
 """The one place where libbpf's return conventions become Python exceptions.
 
 libbpf (>= 1.0) reports failure either as a NULL pointer with errno set, or as
-a negative errno. `check()` turns both into a `LibbpfError` subclass that
-carries the operation, the errno name and the tail of libbpf's own log, which
-arrives through the print callback shim (_shim.c) as Python logging records.
+a negative errno. `call()` makes a libbpf call and turns a failure into a
+`LibbpfError` subclass that carries the operation, the errno name and the lines
+libbpf logged during that call, which arrive through the print callback shim
+(_shim.c) as Python logging records. (`check()` is the same for a result at hand.)
 """
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import errno as _errno
 import itertools
 import logging
 import os
+from typing import Callable
 
 from scx_slo.errors import ScxSloError
+from scx_slo.loader.libbpf.ffi import ffi, lib
 
 log = logging.getLogger("scx_slo.loader.libbpf")
 
@@ -48,22 +51,13 @@ class LibbpfError(ScxSloError):
         return msg
 
 
-# libbpf's own error codes (enum libbpf_errno, libbpf.h), beyond the errno range.
-LIBBPF_ERRNO_NAMES = {
-    4000: "LIBBPF_ERRNO__LIBELF", 4001: "LIBBPF_ERRNO__FORMAT", 4002: "LIBBPF_ERRNO__KVERSION",
-    4003: "LIBBPF_ERRNO__ENDIAN", 4004: "LIBBPF_ERRNO__INTERNAL", 4005: "LIBBPF_ERRNO__RELOC",
-    4006: "LIBBPF_ERRNO__LOAD", 4007: "LIBBPF_ERRNO__VERIFY", 4008: "LIBBPF_ERRNO__PROG2BIG",
-    4009: "LIBBPF_ERRNO__KVER", 4010: "LIBBPF_ERRNO__PROGTYPE", 4011: "LIBBPF_ERRNO__WRNGPID",
-    4012: "LIBBPF_ERRNO__INVSEQ", 4013: "LIBBPF_ERRNO__NLPARSE",
-}
+# libbpf's own error codes (enum libbpf_errno), beyond the errno range.
+LIBBPF_ERRNO_NAMES = {int(getattr(lib, n)): n for n in dir(lib) if n.startswith("LIBBPF_ERRNO__")}
+ENOTSUPP = 524      # kernel-internal (include/linux/errno.h): no name in Python's errno
 
 
 def describe(err: int) -> str:
     """libbpf_strerror(): strerror for errnos, libbpf's text for its own codes."""
-    try:
-        from scx_slo.loader.libbpf._libbpf import ffi, lib
-    except ImportError:
-        return os.strerror(err)
     buf = ffi.new("char[]", 256)
     if lib.libbpf_strerror(err, buf, 256) < 0:
         return os.strerror(err)
@@ -110,7 +104,7 @@ _BY_ERRNO = {
     _errno.EPERM: PermissionDenied,
     _errno.EACCES: PermissionDenied,
     _errno.EOPNOTSUPP: Unsupported,
-    524: Unsupported,  # ENOTSUPP, kernel-internal, no name in errno
+    ENOTSUPP: Unsupported,
     _errno.ESRCH: Unsupported,
 }
 
@@ -139,7 +133,7 @@ def log_tail(since: int | None = None, lines: int = _TAIL_LINES) -> list[str]:
     return selected[-lines:]
 
 
-def check(operation: str, result, *, since: int | None = None, ffi=None,
+def check(operation: str, result, *, since: int | None = None,
           verifier_log: str | None = None):
     """Return `result` if the libbpf call succeeded, else raise a typed LibbpfError.
 
@@ -153,9 +147,6 @@ def check(operation: str, result, *, since: int | None = None, ffi=None,
             return result
         err = -result
     else:
-        if ffi is None:
-            from scx_slo.loader.libbpf._libbpf import ffi as _ffi
-            ffi = _ffi
         if result != ffi.NULL:
             return result
         err = ffi.errno or _errno.EINVAL
@@ -163,3 +154,13 @@ def check(operation: str, result, *, since: int | None = None, ffi=None,
         raise VerifierError(operation, err, verifier_log, log_tail(since))
     cls = _BY_ERRNO.get(err, LibbpfError)
     raise cls(operation, err, log_tail(since))
+
+
+def call(operation: str, fn, *args, verifier_log: Callable[[], str] | None = None):
+    """`fn(*args)`, a libbpf call, checked as check() does, with the libbpf lines logged
+    during the call in the error; `verifier_log()` is read only if it failed."""
+    since = _last_seq
+    result = fn(*args)
+    failed = (result < 0) if isinstance(result, int) else (result == ffi.NULL)
+    return check(operation, result, since=since,
+                 verifier_log=verifier_log() if failed and verifier_log else None)

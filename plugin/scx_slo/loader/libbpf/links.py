@@ -5,10 +5,11 @@ import errno
 import os
 
 from scx_slo.loader.libbpf import errors
-from scx_slo.loader.libbpf._libbpf import ffi, lib
+from scx_slo.loader.libbpf.ffi import ffi, lib
+from scx_slo.loader.libbpf.handle import Handle
 
 
-class Link:
+class Link(Handle):
     """A `struct bpf_link`; closing it releases this process's reference.
 
     A link that is pinned stays attached after close(); detach() ends it for
@@ -16,9 +17,9 @@ class Link:
     """
 
     def __init__(self, ptr, owner=None, description: str = "link"):
+        super().__init__(description)
         self._ptr = ptr
         self._owner = owner  # the BpfObject (or None for an adopted link), kept alive
-        self.description = description
         # Backstop only: close() is the contract, this catches forgotten links.
         self._gc = ffi.gc(ptr, lib.bpf_link__destroy)
 
@@ -26,9 +27,7 @@ class Link:
     def open_pinned(cls, path: str | os.PathLike) -> "Link":
         """Re-open a pinned link (adoption by a later process)."""
         path = os.fspath(path)
-        mark = errors.log_mark()
-        ptr = errors.check(f"open of pinned link {path}",
-                           lib.bpf_link__open(os.fsencode(path)), since=mark)
+        ptr = errors.call(f"open of pinned link {path}", lib.bpf_link__open, os.fsencode(path))
         return cls(ptr, None, f"link pinned at {path}")
 
     def _live(self):
@@ -54,42 +53,21 @@ class Link:
         return {"type": int(info.type), "id": int(info.id), "prog_id": int(info.prog_id)}
 
     def pin(self, path: str | os.PathLike) -> None:
-        mark = errors.log_mark()
-        errors.check(f"pin of {self.description} at {os.fspath(path)}",
-                     lib.bpf_link__pin(self._live(), os.fsencode(path)), since=mark)
+        errors.call(f"pin of {self.description} at {os.fspath(path)}", lib.bpf_link__pin,
+                    self._live(), os.fsencode(path))
 
     def unpin(self) -> None:
         """Remove the link's pin (if this Link pinned or was opened from it)."""
         if self.pin_path is None:
             return
-        mark = errors.log_mark()
-        errors.check(f"unpin of {self.description}", lib.bpf_link__unpin(self._live()),
-                     since=mark)
+        errors.call(f"unpin of {self.description}", lib.bpf_link__unpin, self._live())
 
     def detach(self) -> None:
         """Detach the link in the kernel, for every holder of it."""
-        mark = errors.log_mark()
-        errors.check(f"detach of {self.description}", lib.bpf_link__detach(self._live()),
-                     since=mark)
+        errors.call(f"detach of {self.description}", lib.bpf_link__detach, self._live())
 
-    def close(self) -> None:
-        """Release this process's reference (idempotent)."""
-        if self._ptr is None:
-            return
-        ptr, self._ptr = self._ptr, None
+    def _release(self) -> None:
+        """Release this process's reference."""
+        self._ptr = None
         ffi.release(self._gc)  # runs bpf_link__destroy exactly once
-        del ptr
         self._owner = None
-
-    @property
-    def closed(self) -> bool:
-        return self._ptr is None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<Link {self.description} {'closed' if self.closed else 'open'}>"

@@ -12,7 +12,8 @@ import os
 from typing import Iterator
 
 from scx_slo.loader.libbpf import errors
-from scx_slo.loader.libbpf._libbpf import ffi, lib
+from scx_slo.loader.libbpf.ffi import ffi, lib
+from scx_slo.loader.libbpf.handle import Handle
 
 PERCPU_TYPES = frozenset({
     lib.BPF_MAP_TYPE_PERCPU_HASH,
@@ -31,7 +32,7 @@ class MapClosed(errors.LibbpfError):
         super().__init__(f"map {name!r}", errno.EBADF, detail="map is closed")
 
 
-class Map:
+class Map(Handle):
     """Common operations on a BPF map reached through its file descriptor."""
 
     name: str
@@ -47,8 +48,9 @@ class Map:
         self.key_size = key_size
         self.value_size = value_size
         self.max_entries = max_entries
-        self._closed = False
         self._ncpus: int | None = None
+        super().__init__(f"{name!r} type={map_type} key={key_size} value={value_size} "
+                         f"max={max_entries}")
 
     # -- descriptor -----------------------------------------------------------
     @property
@@ -56,7 +58,7 @@ class Map:
         raise NotImplementedError
 
     def _fd(self) -> int:
-        if self._closed:
+        if self.closed:
             raise MapClosed(self.name)
         return self.fd
 
@@ -88,11 +90,10 @@ class Map:
         """The value for `key` (per-CPU maps: one bytes per possible CPU), or None."""
         kbuf = self._key(key)
         vbuf = ffi.new("char[]", self.value_buffer_size)
-        mark = errors.log_mark()
         ret = lib.bpf_map_lookup_elem(self._fd(), kbuf, vbuf)
         if ret == -errno.ENOENT:
             return None
-        errors.check(f"lookup in map {self.name!r}", ret, since=mark)
+        errors.check(f"lookup in map {self.name!r}", ret)
         raw = ffi.buffer(vbuf)[:]
         if not self.percpu:
             return raw
@@ -115,10 +116,8 @@ class Map:
         if sizes != {self.value_size}:
             raise ValueError(f"map {self.name!r}: value is {sorted(sizes)} bytes, "
                              f"map wants {self.value_size}")
-        mark = errors.log_mark()
-        errors.check(f"update of map {self.name!r}",
-                     lib.bpf_map_update_elem(self._fd(), kbuf, ffi.from_buffer(raw), flags),
-                     since=mark)
+        errors.call(f"update of map {self.name!r}", lib.bpf_map_update_elem, self._fd(), kbuf,
+                    ffi.from_buffer(raw), flags)
 
     def delete(self, key: bytes) -> bool:
         """Delete `key`; False if it was not there."""
@@ -163,26 +162,6 @@ class Map:
         except FileNotFoundError:
             pass
 
-    # -- lifetime ---------------------------------------------------------------
-    def close(self) -> None:
-        self._closed = True
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return (f"<{type(self).__name__} {self.name!r} type={self.type} key={self.key_size} "
-                f"value={self.value_size} max={self.max_entries} {state}>")
-
-
 class ObjectMap(Map):
     """A map of a BpfObject; libbpf owns it, the object keeps it (and is kept) alive."""
 
@@ -207,7 +186,7 @@ class ObjectMap(Map):
         For .rodata/.data/.bss this is the mmap-able data; for a struct_ops map it is
         libbpf's struct_ops shadow (the struct as the object's BTF lays it out).
         """
-        if self._closed:
+        if self.closed:
             raise MapClosed(self.name)
         size = ffi.new("size_t *")
         ptr = errors.check(f"initial value of map {self.name!r}",
@@ -215,13 +194,11 @@ class ObjectMap(Map):
         return ffi.buffer(ptr, size[0])
 
     def pin(self, path: str | os.PathLike) -> None:
-        mark = errors.log_mark()
-        errors.check(f"pin of map {self.name!r} at {os.fspath(path)}",
-                     lib.bpf_map__pin(self._ptr, os.fsencode(path)), since=mark)
+        errors.call(f"pin of map {self.name!r} at {os.fspath(path)}", lib.bpf_map__pin,
+                    self._ptr, os.fsencode(path))
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self._ptr = None
-        super().close()
 
 
 class PinnedMap(Map):
@@ -229,9 +206,8 @@ class PinnedMap(Map):
 
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
-        mark = errors.log_mark()
-        self._fd_value = errors.check(f"open of pinned map {self.path}",
-                                      int(lib.bpf_obj_get(os.fsencode(self.path))), since=mark)
+        self._fd_value = errors.call(f"open of pinned map {self.path}", lib.bpf_obj_get,
+                                     os.fsencode(self.path))
         try:
             info = ffi.new("struct bpf_map_info *")
             size = ffi.new("__u32 *", ffi.sizeof("struct bpf_map_info"))
@@ -248,13 +224,11 @@ class PinnedMap(Map):
     def fd(self) -> int:
         return self._fd_value
 
-    def close(self) -> None:
-        if not self._closed:
-            os.close(self._fd_value)
-        super().close()
+    def _release(self) -> None:
+        os.close(self._fd_value)
 
     def __del__(self):  # backstop only: close() is the contract
-        if not getattr(self, "_closed", True):
+        if getattr(self, "_open", False):
             self.close()
 
 

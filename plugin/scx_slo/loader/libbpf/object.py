@@ -5,14 +5,15 @@ import errno
 import os
 
 from scx_slo.loader.libbpf import errors
-from scx_slo.loader.libbpf._libbpf import ffi, lib
+from scx_slo.loader.libbpf.ffi import ffi, lib
+from scx_slo.loader.libbpf.handle import Handle
 from scx_slo.loader.libbpf.links import Link
 from scx_slo.loader.libbpf.maps import ObjectMap
 
 DEFAULT_LOG_SIZE = 4 << 20  # verifier log buffer (bytes)
 
 
-class BpfObject:
+class BpfObject(Handle):
     """`struct bpf_object`: open from a file, adjust, load, attach.
 
     Owns its maps and the links it attaches; close() releases links, then
@@ -24,6 +25,7 @@ class BpfObject:
                  kernel_log_size: int = DEFAULT_LOG_SIZE, kernel_log_level: int = 0,
                  object_name: str | None = None):
         self.path = os.fspath(path)
+        super().__init__(self.path)
         self._keep = []  # cdata that must outlive the bpf_object (opts strings, log buffer)
         opts = ffi.new("struct bpf_object_open_opts *")
         opts.sz = ffi.sizeof("struct bpf_object_open_opts")
@@ -40,9 +42,8 @@ class BpfObject:
         opts.kernel_log_size = kernel_log_size
         opts.kernel_log_level = kernel_log_level
         self._opts = opts
-        mark = errors.log_mark()
-        ptr = errors.check(f"open of BPF object {self.path}",
-                           lib.bpf_object__open_file(os.fsencode(self.path), opts), since=mark)
+        ptr = errors.call(f"open of BPF object {self.path}", lib.bpf_object__open_file,
+                          os.fsencode(self.path), opts)
         # Backstop only: close() is the contract and releases this at once.
         self._ptr = ffi.gc(ptr, lib.bpf_object__close)
         self._maps: dict[str, ObjectMap] = {}
@@ -146,26 +147,21 @@ class BpfObject:
         """Load into the kernel. A verifier rejection raises VerifierError with its log."""
         if self._log != ffi.NULL:
             self._log[0] = b"\0"
-        mark = errors.log_mark()
-        ret = lib.bpf_object__load(self._live())
-        errors.check(f"load of BPF object {self.path}", ret, since=mark,
-                     verifier_log=self.kernel_log if ret < 0 else None)
+        errors.call(f"load of BPF object {self.path}", lib.bpf_object__load, self._live(),
+                    verifier_log=lambda: self.kernel_log)
         self.loaded = True
 
     def attach_struct_ops(self, map_name: str) -> Link:
         m = self.map(map_name)
-        mark = errors.log_mark()
-        ptr = errors.check(f"attach of struct_ops map {map_name!r}",
-                           lib.bpf_map__attach_struct_ops(m._ptr), since=mark)
+        ptr = errors.call(f"attach of struct_ops map {map_name!r}",
+                          lib.bpf_map__attach_struct_ops, m._ptr)
         link = Link(ptr, self, f"struct_ops link of {map_name!r}")
         self._links.append(link)
         return link
 
     # -- lifetime ---------------------------------------------------------------
-    def close(self) -> None:
-        """Close links, then maps, then the object (idempotent)."""
-        if self._ptr is None:
-            return
+    def _release(self) -> None:
+        """Close links, then maps, then the object."""
         for link in reversed(self._links):
             link.close()
         self._links.clear()
@@ -175,16 +171,3 @@ class BpfObject:
         ptr, self._ptr = self._ptr, None
         ffi.release(ptr)  # runs bpf_object__close exactly once
         self._keep.clear()
-
-    @property
-    def closed(self) -> bool:
-        return self._ptr is None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<BpfObject {self.path} {'closed' if self.closed else 'open'}>"
