@@ -31,9 +31,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# Commands that need the development tooling (scx_slo.dev), which the image leaves out.
+DEV_COMMANDS = frozenset({"bench", "demo", "image", "vm"})
+
+
 def available_commands() -> dict[str, tuple[str, str]]:
+    have_dev = importlib.util.find_spec("scx_slo.dev") is not None
     return {name: spec for name, spec in COMMANDS.items()
-            if importlib.util.find_spec(spec[0]) is not None}
+            if (have_dev or name not in DEV_COMMANDS)
+            and importlib.util.find_spec(spec[0]) is not None}
 
 
 def build_parser(commands: dict[str, tuple[str, str]],

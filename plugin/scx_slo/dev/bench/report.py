@@ -3,7 +3,7 @@
 analyze(doc) adds doc["figures"] (per configuration) and doc["targets"]; it is
 pure, so the host recomputes it from the JSON whenever it reports.
 
-Targets (issue 8), printed as measured ratios, never asserted:
+Targets, printed as measured ratios, never asserted:
   probe_vs_idle     scx_slo's wakeup p99 under load <= 1.2x its idle p99
   probe_vs_eevdf    scx_slo's wakeup p99 <= the best EEVDF configuration's under load
   request_excess    scx_slo's request p99 above the designed delay <= 10 % of the delay
