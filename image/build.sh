@@ -277,6 +277,7 @@ for a in "${arches[@]}"; do
     --customize-hook="chroot \"\$1\" python3 /tmp/wheels/$pip_whl/pip install --no-index --find-links /tmp/wheels --break-system-packages --no-cache-dir --root-user-action=ignore --disable-pip-version-check --no-warn-script-location scx-slo" \
     --customize-hook='rm -rf "$1/tmp/wheels" "$1"/var/log/* "$1"/var/cache/ldconfig/aux-cache "$1/usr/local/bin/__pycache__" "$1/usr/share/info/dir"' \
     --customize-hook='find "$1/opt/scx-slo" -name __pycache__ -prune -exec rm -rf {} +' \
+    --customize-hook='rm -rf "$1"/usr/local/lib/python3*/dist-packages/scx_slo/dev' \
     --customize-hook="$here/rootfs-check.sh" \
     "$suite" "$work/rootfs-$a.tar" \
     "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $suite main" \

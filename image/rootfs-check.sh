@@ -5,6 +5,10 @@ set -eu
 root=$1
 chroot "$root" scx-slo --version
 chroot "$root" python3 -c 'import cffi, elftools, tomlkit, systemd.journal, scx_slo'
+# The development tooling (scx_slo.dev) is left out; the agent must not need it.
+chroot "$root" python3 -c 'import importlib.util as u, sys; sys.exit(u.find_spec("scx_slo.dev") is not None)' \
+  || { echo "rootfs-check: scx_slo.dev is in the image" >&2; exit 1; }
+chroot "$root" python3 -c 'import scx_slo.agent.loop, scx_slo.commands.run'
 # Every compiled module of the installed packages must resolve its shared
 # libraries inside the image (libbpf.so.1 from libbpf1, libsystemd.so.0, ...).
 for so in $(cd "$root" && find usr/local/lib -name '*.so'); do

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from scx_slo.commands import image as img
+from scx_slo.dev import oci as img
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_OBJECT = REPO / "plugin" / "scx_slo" / "data" / "scx_slo.bpf.o"
@@ -304,11 +304,10 @@ def test_inspect_cli_and_damaged_archive(archive, tmp_path, capsys):
 PLUGIN = REPO / "plugin" / "scx_slo"
 # Code that never runs inside the image: development and test tooling.
 NOT_IN_IMAGE = {
-    "vm": "the sched_ext test VM: qemu, kernel builds, the guest runner",
-    "bench": "benchmarks, driven from a development host through the VM",
-    "privateapt.py": "apt-get download / dpkg-deb for the VM's kernels and root filesystem",
-    "libbpf/_build.py": "the cffi build script, run by `pip wheel` (pkg-config)",
-    "commands/image.py": "builds and unpacks the image (bash build.sh, umoci)",
+    "dev": "development tooling, left out of the image: the test VM, the benchmark, the "
+           "image build (qemu, apt-get, bash build.sh, umoci)",
+    "loader/libbpf/_build.py": "the cffi build script, run by `pip wheel` (pkg-config)",
+    "commands/image.py": "scx_slo.dev.oci's command line",
     "commands/vm.py": "scx_slo.dev.vm's command line",
     "commands/bench.py": "scx_slo.dev.bench's command line",
     "commands/demo.py": "the quick benchmark in the VM",
@@ -520,11 +519,10 @@ def test_program_scan_of_this_checkout():
     for rel in NOT_IN_IMAGE:
         assert (PLUGIN / rel).exists(), f"NOT_IN_IMAGE names {rel}, which is gone"
     found = programs_run()
-    assert "mount" in found and any(s.startswith("pins.py:") for s in found["mount"]), found
+    assert "mount" in found and any(s.startswith("loader/pins.py:") for s in found["mount"]), found
     # the excluded tooling is left out, and would be found otherwise
-    fewer = {k: v for k, v in NOT_IN_IMAGE.items() if k not in ("commands/image.py",
-                                                                 "libbpf/_build.py")}
-    assert set(programs_run(not_in_image=fewer)) - set(found) == {"bash", "umoci", "pkg-config"}
+    fewer = {k: v for k, v in NOT_IN_IMAGE.items() if k != "loader/libbpf/_build.py"}
+    assert set(programs_run(not_in_image=fewer)) - set(found) == {"pkg-config"}
 
 
 def test_program_scan_resolves_names_and_fails_on_what_it_cannot(tmp_path):
