@@ -27,10 +27,9 @@ from scx_slo.dev.bench import stats
 from scx_slo.dev.bench.pods import Node, Pod, PodError, idle_usec, usage_usec
 from scx_slo.dev.bench.workloads import parse_stress_ng, stress_ng_argv
 from scx_slo.errors import ScxSloError
+from scx_slo.loader.sysfs import STATE_PATH, attached_ops, sched_ext_state
 from scx_slo.loader.tuning import class_configs, tune
 
-SCX_STATE = Path("/sys/kernel/sched_ext/state")
-SCX_OPS = Path("/sys/kernel/sched_ext/root/ops")
 BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 
 CRITICAL_MILLICPU = 500
@@ -313,7 +312,7 @@ def run_setup(setup: Setup, p: Params, log: Callable[[str], None]) -> dict:
             proc.stdin.flush()
         time.sleep(p.measure_s / 2)
         res["sched_ext_state"] = sched_ext_state()
-        res["sched_ext_ops"] = (attached_ops() or '')
+        res["sched_ext_ops"] = (attached_ops() or "")
         # CPU usage over exactly the probe's window (the batch runs past its end)
         rest = t0 + p.measure_s - time.monotonic()
         if rest > 0:
@@ -381,7 +380,7 @@ def run_all(p: Params, names: tuple[str, ...] = CONFIG_NAMES,
         raise BenchError("the benchmark needs root (cgroups, BPF): run it in the VM "
                          "(scx-slo bench) or as root on a node (--here)")
     if "scx_slo" in names and sched_ext_state() == "unsupported":
-        raise BenchError(f"{SCX_STATE}: this kernel has no sched_ext; run in the VM "
+        raise BenchError(f"{STATE_PATH}: this kernel has no sched_ext; run in the VM "
                          "(scx-slo bench without --here) or leave scx_slo out with --configs")
     if not (Path("/sys/fs/cgroup") / "cgroup.controllers").exists():
         raise BenchError("/sys/fs/cgroup is not a cgroup2 mount: the benchmark needs cgroup v2")
