@@ -30,7 +30,7 @@ from scx_slo.agent.histogram import fmt_ns, percentile
 from scx_slo.agent.journal import Reporter
 from scx_slo.loader.tuning import class_configs, tune
 from scx_slo.loader.scheduler import LINK_PIN, Scheduler
-from scx_slo.loader.sysfs import attached_ops, exit_kind, sched_ext_state, wait_state
+from scx_slo.loader.sysfs import attached_ops, exit_kind, wait_state
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ from scx_slo import default_object_path
 from scx_slo.loader import gate
 from scx_slo.loader.btf import Btf, Kind, Layout
 from scx_slo.errors import ScxSloError
-from scx_slo.loader.sysfs import sched_ext_state, wait_state
 
 DEFAULT_PIN_DIR = Path("/sys/fs/bpf/scx_slo")
 LINK_PIN = "link"
