@@ -57,7 +57,6 @@ char _license[] SEC("license") = "GPL";
 
 #define LAT_DSQ			1
 #define BATCH_DSQ		2
-#define STALL_DSQ		3	/* test-only: never consumed */
 #define THROTTLE_DSQ		4	/* tasks of cgroups out of cpu.max quota */
 
 #define SLO_BW_LEVELS		4	/* limited cgroups charged per task */
@@ -83,7 +82,6 @@ const volatile u32 batch_floor_pct = 5;
 const volatile u32 timeout_ms = 5000;
 const volatile u32 miss_frac_pct = 100;
 const volatile u64 slice_timer_ns = 1ULL * 1000 * 1000;	/* slice ends enforced this finely; 0 = at ticks */
-const volatile s32 stall_canary_pid = 0;		/* test-only, 0 = off */
 
 /* ---- maps shared with user space ---- */
 struct slo_class_entry {
@@ -324,10 +322,23 @@ static __always_inline bool is_pcpu_kthread(const struct task_struct *p)
 	return (p->flags & PF_KTHREAD) && p->nr_cpus_allowed == 1;
 }
 
+/*
+ * The test build (-DSCX_SLO_TEST_HOOKS, scx_slo.dev's hooks object) can withhold
+ * one task, to prove that the watchdog ejects a scheduler that stalls work: the
+ * canary is parked on STALL_DSQ, which nothing consumes. The shipped object has
+ * no such task, no such queue and no such tunable.
+ */
+#ifdef SCX_SLO_TEST_HOOKS
+#define STALL_DSQ		3
+const volatile s32 stall_canary_pid = 0;		/* 0 = off */
+
 static __always_inline bool is_canary(const struct task_struct *p)
 {
 	return stall_canary_pid && p->pid == stall_canary_pid;
 }
+#else
+#define is_canary(p)		false
+#endif
 
 /* cpu.max, applied while a class is resolved (bw.bpf.h) */
 __noinline int cg_apply_fed_bw(u64 id);
@@ -787,10 +798,12 @@ void BPF_STRUCT_OPS(slo_enqueue, struct task_struct *p, u64 enq_flags)
 	u64 now = now_ns(), vtime, lag;
 	s32 cpu;
 
+#ifdef SCX_SLO_TEST_HOOKS
 	if (is_canary(p)) {
 		slo_dsq_insert(p, STALL_DSQ, slice_ns, enq_flags);
 		return;
 	}
+#endif
 
 	tctx = task_ctx_fresh(p);
 
@@ -1305,10 +1318,12 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(slo_init)
 	ret = scx_bpf_create_dsq(LAT_DSQ, -1);
 	if (ret)
 		return ret;
-	ret = scx_bpf_create_dsq(BATCH_DSQ, -1);
+#ifdef SCX_SLO_TEST_HOOKS
+	ret = scx_bpf_create_dsq(STALL_DSQ, -1);
 	if (ret)
 		return ret;
-	return scx_bpf_create_dsq(STALL_DSQ, -1);
+#endif
+	return scx_bpf_create_dsq(BATCH_DSQ, -1);
 }
 
 /* exit: copy the kernel's exit info where user space can read it. */

@@ -62,14 +62,27 @@ def test_rodata_initial_value_is_the_sections_bytes(sched_obj):
         assert bytes(obj.map(".rodata").initial_value()) == O.section_data(sched_obj, ".rodata")
 
 
+def test_test_hooks_are_only_in_the_test_build(sched_obj, kbtf):
+    """The installed objects: the shipped one has no stall canary; the test build
+    of the same source has it as a signed tunable (set and read back)."""
+    from scx_slo.dev import hooks_object_path
+
+    with Scheduler.open(sched_obj, kernel_btf=kbtf) as s:
+        assert "stall_canary_pid" not in s.tunables()
+    with Scheduler.open(hooks_object_path(), kernel_btf=kbtf) as s:
+        assert s.tunables()["stall_canary_pid"] == 0
+        s.set_tunables(stall_canary_pid=-1)
+        assert s.tunables()["stall_canary_pid"] == -1
+
+
 def test_tunables_and_ops_before_load(sched_obj, kbtf):
     with Scheduler.open(sched_obj, kernel_btf=kbtf) as s:
         defaults = s.tunables()
         assert set(gate.REQUIRED_TUNABLES) <= set(defaults)
-        s.set_tunables(slice_ns=3_000_000, batch_floor_pct=9, stall_canary_pid=-1)
+        s.set_tunables(slice_ns=3_000_000, batch_floor_pct=9, miss_frac_pct=77)
         after = s.tunables()
         assert after["slice_ns"] == 3_000_000 and after["batch_floor_pct"] == 9
-        assert after["stall_canary_pid"] == -1
+        assert after["miss_frac_pct"] == 77
         assert after["lat_slice_ns"] == defaults["lat_slice_ns"]
         s.set_ops(timeout_ms=1234, flags=0, exit_dump_len=4096)
         ops = s.ops()

@@ -61,7 +61,7 @@ MAPS_BY_NAME = {m.name: m for m in REQUIRED_MAPS}
 
 # .rodata variables the agent sets before load.
 REQUIRED_TUNABLES = ("slice_ns", "lat_slice_ns", "batch_floor_pct", "timeout_ms",
-                     "miss_frac_pct", "stall_canary_pid")
+                     "miss_frac_pct")
 
 # Callbacks newer than the oldest kernel we support: on a kernel without one the
 # loader leaves it out (and says what that costs) instead of refusing the object.

@@ -30,6 +30,7 @@ SRC = Path("/opt/scx-slo/src")
 sys.path[:0] = [str(SRC / "tests"), str(SRC / "plugin")]
 
 from scx_slo.loader.scheduler import Scheduler
+from scx_slo.dev import hooks_object_path
 from scx_slo.loader.sysfs import sched_ext_state, wait_state
 
 OPS = Path("/sys/kernel/sched_ext/root/ops")
@@ -214,7 +215,7 @@ def stall(args) -> dict:
     canary = subprocess.Popen(["sh", "-c", CANARY.format(loops=args.loops, done=done,
                                                                 go=go)])
     out["canary_pid"] = canary.pid
-    with Scheduler.open(pin_dir="/sys/fs/bpf/faults_stall") as s:
+    with Scheduler.open(hooks_object_path(), pin_dir="/sys/fs/bpf/faults_stall") as s:
         s.set_tunables(stall_canary_pid=canary.pid, timeout_ms=args.timeout_ms)
         s.set_ops(timeout_ms=args.timeout_ms)
         if args.rescue == "off":
@@ -255,8 +256,9 @@ def _proc_state(pid: int) -> str:
 
 
 # -- stall under the agent: log, reload with backoff, give up ---------------------------------
-# `scx-slo run` has no way to set the test-only tunable; this wrapper adds it to every
-# Scheduler.set_tunables call the agent makes, then runs the real CLI.
+# The settings point `scx-slo run` at the hooks object; the canary tunable is no
+# setting, so this wrapper adds it to every Scheduler.set_tunables call the agent
+# makes, then runs the real CLI.
 AGENT_WITH_CANARY = """
 import sys
 import scx_slo.loader.scheduler as S
@@ -271,6 +273,7 @@ sys.exit(main({argv!r}))
 STALL_SETTINGS = """
 [scheduler]
 watchdog-timeout = "2s"
+object = "{object}"
 """
 
 
@@ -281,7 +284,7 @@ def agent_stall(args) -> dict:
     state = Path("/tmp/faults-agent-stall")
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir()
-    (state / "user-data").write_text(STALL_SETTINGS)
+    (state / "user-data").write_text(STALL_SETTINGS.format(object=hooks_object_path()))
     pin_base = "/sys/fs/bpf/faults_agent_stall"
     canary = subprocess.Popen(["sh", "-c", (f"while [ ! -e {stop} ]; do sleep 0.05; done; "
                                             f"echo done > {done}")])
