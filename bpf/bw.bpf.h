@@ -230,7 +230,7 @@ __noinline int bw_release_parked(u64 now)
 			late = !tctx || now - tctx->enq_at > limit;
 			if (!late && bw_throttled(tctx, now))
 				continue;
-			if (tctx && tctx->lat) {
+			if (tctx && tctx->lat && !tctx->over) {
 				slo_dsq_move_set_vtime(&it, tctx->deadline);
 				moved = slo_dsq_move_vtime(&it, q, LAT_DSQ, 0);
 			} else {

@@ -22,6 +22,12 @@
  *    last until the next 10 ms tick. Wakers never kick a CPU that already
  *    runs latency-critical work, so there is no kick/resched loop; only the
  *    slice timer ends such a task's slice, once it is over.
+ *  - Entitlement: a latency-critical cgroup is served first only up to its
+ *    share of the machine (its hierarchical share, below, times the CPUs),
+ *    accrued as it runs and banked for at most ENTITLE_WINDOW_NS. Beyond that
+ *    its tasks are served as batch (by weight, preemptible) until the share
+ *    catches up, so a latency-critical pod cannot take the CPU batch pods'
+ *    requests guarantee them.
  *  - Everything else: weighted virtual time on BATCH_DSQ. A task's weight is
  *    its cgroup's hierarchical share, as the kernel's fair class computes it
  *    (at each level cpu.weight over the sum of the active siblings' weights,
@@ -73,6 +79,7 @@ char _license[] SEC("license") = "GPL";
 #define KICK_CLAIM_NS		(4ULL * 1000 * 1000)	/* a victim claim lapses (the kick was lost) */
 #define STARVE_SCAN_MAX		256
 #define STARVE_RESCUE_MAX	32	/* tasks one scan may rescue (one dispatch's batch) */
+#define ENTITLE_WINDOW_NS	(100ULL * 1000 * 1000)	/* unused share banked, at most */
 
 /* ---- tunables, set by user space before load ---- */
 const volatile u64 slice_ns = 5ULL * 1000 * 1000;	/* batch slice */
@@ -111,6 +118,7 @@ struct slo_class_stats {
 	u64 nr_enqueues;
 	u64 run_ns;		/* CPU time consumed by the class */
 	u64 nr_throttled;	/* tasks parked because a cgroup ran out of cpu.max quota */
+	u64 nr_over_share;	/* latency-critical enqueues served as batch: over the cgroup's share */
 };
 
 /* cpu.max as user space read it from cgroupfs, for kernels that do not pass it (< 6.17). */
@@ -173,7 +181,7 @@ struct {
 /* ---- internal state ---- */
 struct cg_info {
 	u32 weight;		/* cpu.weight, 1..10000 */
-	s32 nr_runnable;	/* runnable non-critical tasks charged to this cgroup */
+	s32 nr_runnable;	/* runnable tasks charged to this cgroup */
 	u64 parent_id;		/* 0 for the root */
 	s64 task_w;		/* sum of the p->scx.weight of those tasks */
 	s32 nr_active;		/* those tasks + active child cgroups; > 0: active */
@@ -188,6 +196,8 @@ struct cg_info {
 	u64 period_start;
 	s64 runtime;		/* quota left in this period; <= 0: throttled */
 	u64 bw_seq;		/* slo_cg_bw seq applied */
+	s64 lat_tokens;		/* latency-critical run time it may still take first, ns */
+	u64 lat_refill_at;	/* when lat_tokens last accrued; 0 = never (a full bank) */
 };
 
 struct bw_timer {
@@ -235,6 +245,7 @@ struct task_ctx {
 	u32 class_w;
 	u32 lat;		/* latency-critical class */
 	u32 in_order;		/* queued on BATCH_DSQ, will run in vtime order */
+	u32 over;		/* latency-critical, but its cgroup is over its share: served as batch */
 };
 
 struct {
@@ -416,6 +427,8 @@ set:
 	cfg = bpf_map_lookup_elem(&slo_classes, &cls);
 	left_lat = tctx->lat && !(cfg && cfg->latency_critical);
 	tctx->lat = cfg && cfg->latency_critical;
+	if (!tctx->lat)
+		tctx->over = 0;
 	tctx->budget_ns = (cfg && cfg->budget_ns) ? cfg->budget_ns : lat_budget_ns;
 	if (cfg && cfg->slice_ns)
 		tctx->slice_ns = cfg->slice_ns;
@@ -459,7 +472,7 @@ static __always_inline struct task_ctx *task_ctx_fresh(struct task_struct *p)
 
 /*
  * Hierarchical shares (as the kernel's fair class and scx_flatcg compute them):
- * a cgroup is active while it has runnable non-critical tasks or an active
+ * a cgroup is active while it has runnable tasks (of any class) or an active
  * child; its share of its parent is its cpu.weight over the sum of its active
  * siblings' weights (the parent's child_w), and its share of the machine the
  * product of those fractions up to the root. A cgroup's activity changes only
@@ -575,6 +588,56 @@ __noinline u64 cg_hweight(u64 cgid)
 		hw = hw * top_w / (u64)sum;
 	}
 	return SLO_MAX(hw, 1ULL);
+}
+
+/*
+ * Entitlement of a latency-critical cgroup: it accrues run time at its share
+ * of the machine (cg_hweight, SLO_W_ONE = one CPU, times the CPUs) and spends
+ * every ns its tasks run, whether they were served first or by weight (so
+ * that served by weight it can earn its way back, but no faster than its
+ * share). At most ENTITLE_WINDOW_NS of share is banked. A global function:
+ * verified once. Safe in any context.
+ */
+__noinline int lat_charge(u64 cgid, u64 used, u64 now)
+{
+	struct cg_info *ci = bpf_map_lookup_elem(&slo_cg_info, &cgid);
+	u64 rate, cap, last, dt, earned = 0;
+	s64 tokens;
+
+	if (!ci)
+		return 0;
+	rate = cg_hweight(cgid) * scx_bpf_nr_cpu_ids();
+	cap = ENTITLE_WINDOW_NS * rate / SLO_W_ONE;
+	last = ci->lat_refill_at;
+	/* one CPU credits the time since the last refill; a racing one credits none */
+	if (slo_time_before(last, now) && __sync_bool_compare_and_swap(&ci->lat_refill_at, last, now)) {
+		dt = last ? now - last : ENTITLE_WINDOW_NS;
+		earned = SLO_MIN(dt, ENTITLE_WINDOW_NS) * rate / SLO_W_ONE;
+	}
+	tokens = __sync_add_and_fetch(&ci->lat_tokens, (s64)earned - (s64)used);
+	if (tokens > (s64)cap)
+		ci->lat_tokens = cap;
+	return 0;
+}
+
+/*
+ * Whether @p is served as latency-critical now: its class is, and its cgroup
+ * has share left. Moving to batch service starts it at the present virtual
+ * time (dsq_vtime held a deadline, a clock value). Callers hold @p off any DSQ.
+ */
+static __always_inline bool serve_lat(struct task_struct *p, struct task_ctx *tctx)
+{
+	struct cg_info *ci;
+	bool over;
+
+	if (!tctx->lat)
+		return false;
+	ci = bpf_map_lookup_elem(&slo_cg_info, &tctx->cgid);
+	over = ci && ci->lat_refill_at && ci->lat_tokens <= 0;
+	if (over && !tctx->over)
+		p->scx.dsq_vtime = vtime_now;
+	tctx->over = over;
+	return !over;
 }
 
 #include "bw.bpf.h"
@@ -754,7 +817,7 @@ s32 BPF_STRUCT_OPS(slo_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake
 			st->nr_direct++;
 		return cpu;
 	}
-	if (tctx && tctx->lat) {
+	if (tctx && serve_lat(p, tctx)) {
 		/* enqueue then runs on the victim's runqueue and kicks it */
 		victim = pick_victim(p, prev_cpu, false);
 		if (victim >= 0)
@@ -767,11 +830,14 @@ s32 BPF_STRUCT_OPS(slo_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake
  * Virtual time for @used ns of CPU: used / effective weight, where the
  * effective weight is the task's cgroup's hierarchical share split among the
  * cgroup's runnable tasks by task weight, times the class weight (a task
- * alone in a cgroup with the whole machine is charged @used).
+ * alone in a cgroup with the whole machine is charged @used). A
+ * latency-critical task over its cgroup's share competes by its share alone:
+ * its class weight would give it more than its requests.
  */
 static __always_inline u64 vtime_charge(struct task_struct *p, struct task_ctx *tctx, u64 used)
 {
 	u64 eff, hw = SLO_W_ONE, tw = 100, pw = p->scx.weight ? p->scx.weight : 100;
+	u64 cw = tctx->over ? 100 : tctx->class_w;
 
 	if (tctx->counted_cgid) {
 		struct cg_info *ci = bpf_map_lookup_elem(&slo_cg_info, &tctx->counted_cgid);
@@ -783,7 +849,7 @@ static __always_inline u64 vtime_charge(struct task_struct *p, struct task_ctx *
 		}
 	}
 	/* x256 fixed point: a share of 1.0 at weight 100 is 100 * 256 */
-	eff = (hw * 100 >> 8) * pw / tw * tctx->class_w / 100;
+	eff = (hw * 100 >> 8) * pw / tw * cw / 100;
 	if (!eff)
 		eff = 1;
 	return used * 100 * 256 / eff;
@@ -833,7 +899,10 @@ void BPF_STRUCT_OPS(slo_enqueue, struct task_struct *p, u64 enq_flags)
 			return;
 	}
 
-	if (tctx->lat) {
+	if (!serve_lat(p, tctx)) {
+		if (tctx->over && st)
+			st->nr_over_share++;
+	} else {
 		tctx->deadline = (tctx->wake_at ? tctx->wake_at : now) + tctx->budget_ns;
 		/* a re-queue (slice expiry, preemption) happens on a CPU that is rescheduling */
 		if (!(enq_flags & SCX_ENQ_WAKEUP)) {
@@ -897,7 +966,7 @@ static __always_inline void account_run(struct task_struct *p, struct task_ctx *
 	u64 used = now - cc->started_at;
 
 	cc->started_at = now;
-	if (tctx && tctx->lat) {
+	if (tctx && tctx->lat && !tctx->over) {
 		cc->floor_debt += used;
 	} else if (!is_pcpu_kthread(p) && batch_floor_pct && batch_floor_pct < 100) {
 		/* batch time pays the debt back at (100 - floor) / floor */
@@ -909,8 +978,10 @@ static __always_inline void account_run(struct task_struct *p, struct task_ctx *
 		return;
 	if ((st = class_stats(tctx->class_id)))
 		st->run_ns += used;
-	if (!tctx->lat)
+	if (!tctx->lat || tctx->over)
 		p->scx.dsq_vtime += vtime_charge(p, tctx, used);
+	if (tctx->lat)
+		lat_charge(tctx->cgid, used, now);
 	if (tctx->bw_cgid[0])
 		bw_account(tctx, used, now);
 }
@@ -943,7 +1014,7 @@ static __always_inline bool batch_head_vtime(u64 *vtime)
 static __always_inline bool keep_prev(struct task_struct *prev, struct cpu_ctx *cc, u64 now)
 {
 	struct task_ctx *tctx;
-	bool charged;
+	bool charged, lat;
 	u64 head;
 
 	if (!prev || !(prev->scx.flags & SCX_TASK_QUEUED) || is_canary(prev))
@@ -958,7 +1029,8 @@ static __always_inline bool keep_prev(struct task_struct *prev, struct cpu_ctx *
 		if (bw_must_wait(tctx, now))
 			return false;
 	}
-	if (tctx->lat) {
+	lat = serve_lat(prev, tctx);
+	if (lat) {
 		if (scx_bpf_dsq_nr_queued(LAT_DSQ) > 0)
 			return false;
 	} else {
@@ -970,7 +1042,7 @@ static __always_inline bool keep_prev(struct task_struct *prev, struct cpu_ctx *
 			return false;
 	}
 	/* prev goes on without stopping/running: account its run so far here */
-	if (!tctx->lat && slo_time_before(vtime_now, prev->scx.dsq_vtime))
+	if (!lat && slo_time_before(vtime_now, prev->scx.dsq_vtime))
 		vtime_now = prev->scx.dsq_vtime;
 	if (!charged)
 		account_run(prev, tctx, cc, now);
@@ -1090,7 +1162,7 @@ void BPF_STRUCT_OPS(slo_runnable, struct task_struct *p, u64 enq_flags)
 		return;
 	if (enq_flags & SCX_ENQ_WAKEUP)
 		tctx->wake_at = now_ns();
-	if (!tctx->lat && !tctx->counted_cgid && tctx->cgid)
+	if (!tctx->counted_cgid && tctx->cgid)
 		task_count_in(tctx, p, tctx->cgid);
 }
 
@@ -1108,7 +1180,7 @@ void BPF_STRUCT_OPS(slo_running, struct task_struct *p)
 		if (is_pcpu_kthread(p))
 			cc->cur = CUR_KTHREAD;
 		else
-			cc->cur = (tctx && tctx->lat) ? CUR_LAT : CUR_BATCH;
+			cc->cur = (tctx && tctx->lat && !tctx->over) ? CUR_LAT : CUR_BATCH;
 		/* dispatch runs before prev's stopping(), so the grant lands here */
 		cc->floor_boost = cc->boost_next && cc->cur == CUR_BATCH;
 		cc->boost_next = 0;

@@ -38,7 +38,7 @@ LAT_CLASS = 1
 NR_HIST = 32
 STAT_FIELDS = ["nr_wakeups", "nr_misses", "nr_preempts", "nr_direct", "nr_floor_boosts",
                "nr_fallbacks", "nr_kthread_local", "nr_starve_rescues", "nr_class_errors",
-               "nr_enqueues", "run_ns", "nr_throttled"]
+               "nr_enqueues", "run_ns", "nr_throttled", "nr_over_share"]
 EXIT_FMT = "<qq128s1024s"
 
 
@@ -397,10 +397,12 @@ def scenario_move(args) -> dict:
 
 
 def scenario_floor(args) -> dict:
-    """A CPU hog in a latency-critical cgroup vs one in a batch cgroup: the batch
-    floor (batch_floor_pct, default 5) keeps batch running and the watchdog quiet."""
+    """A CPU hog in a latency-critical cgroup vs one in a batch cgroup, the critical
+    one entitled to nearly all the CPU (cpu.weight 10000 vs 1), so that its share does
+    not bound it: the batch floor (batch_floor_pct, default 5) keeps batch running and
+    the watchdog quiet."""
     ncpu = os.cpu_count() or 1
-    batch, crit = cg_make("slo_fl_batch"), cg_make("slo_fl_crit")
+    batch, crit = cg_make("slo_fl_batch", weight=1), cg_make("slo_fl_crit", weight=10000)
     res = {"ncpu": ncpu}
     try:
         load()
@@ -549,10 +551,11 @@ def scenario_genchurn(args) -> dict:
 
 def scenario_starve(args) -> dict:
     """THREADS runnable batch threads per vCPU against a latency-critical CPU hog per
-    vCPU, with the watchdog at 5 s: the floor alone serves one batch slice per ~100 ms,
-    so with dozens of threads only the starvation rescue keeps every one under it."""
+    vCPU, with the watchdog at 5 s, the critical cgroup entitled to nearly all the CPU
+    (cpu.weight 10000 vs 1): the floor alone serves one batch slice per ~100 ms, so
+    with dozens of threads only the starvation rescue keeps every one under it."""
     ncpu = os.cpu_count() or 1
-    batch, crit = cg_make("slo_sv_batch"), cg_make("slo_sv_crit")
+    batch, crit = cg_make("slo_sv_batch", weight=1), cg_make("slo_sv_crit", weight=10000)
     res = {"ncpu": ncpu, "threads": args.threads * ncpu, "seconds": args.seconds, "samples": []}
     try:
         load(timeout_ms=5000)
@@ -612,158 +615,6 @@ def scenario_slicetimer(args) -> dict:
     return res
 
 
-def kubelet_weight(millicpu: int) -> int:
-    """cpu.weight kubelet writes for a CPU request (cgroup v2 conversion of cpu.shares)."""
-    shares = max(2, millicpu * 1024 // 1000)
-    return 1 + ((shares - 2) * 9999) // 262142
-
-
-def _prog_stats() -> dict:
-    progs = json.loads(sh(["bpftool", "-j", "prog", "show"]).stdout)
-    out = {}
-    for p in progs:
-        name = p.get("name", "")
-        if name.startswith("slo_") and p.get("run_cnt"):
-            out[name] = {"run_cnt": p["run_cnt"], "run_time_ns": p["run_time_ns"],
-                         "avg_ns": p["run_time_ns"] / p["run_cnt"]}
-    return out
-
-
-# The Kubernetes cgroup tree of the shares scenario: path -> (cpu.weight, hog threads).
-# kubelet writes the same request-derived weight on a pod slice and its container, and a
-# QoS slice carries the sum of its pods' requests.
-def _k8s_tree() -> dict[str, tuple[int, int]]:
-    w = kubelet_weight
-    return {
-        "slo_kubepods": (100, 0),
-        "slo_kubepods/burstable": (w(2500), 0),
-        "slo_kubepods/burstable/pod_a": (w(500), 0),
-        "slo_kubepods/burstable/pod_a/ctr": (w(500), 1),
-        "slo_kubepods/burstable/pod_b": (w(2000), 0),
-        "slo_kubepods/burstable/pod_b/ctr": (w(2000), 16),
-        "slo_kubepods/pod_g": (w(2000), 0),
-        "slo_kubepods/pod_g/ctr": (w(2000), 1),
-        "slo_kubepods/besteffort": (1, 0),
-        "slo_kubepods/besteffort/pod_e": (1, 0),
-        "slo_kubepods/besteffort/pod_e/ctr": (1, 1),
-    }
-
-
-def _cg_tree(tree: dict[str, tuple[int, int]]) -> dict[str, Path]:
-    out = {}
-    for path, (weight, _n) in tree.items():
-        cg = CG_ROOT / path
-        cg.mkdir(exist_ok=True)
-        (cg / "cpu.weight").write_text(str(weight))
-        if any(other.startswith(path + "/") for other in tree):
-            (cg / "cgroup.subtree_control").write_text("+cpu")
-        out[path] = cg
-    return out
-
-
-def scenario_shares(args) -> dict:
-    """The CPU each pod of a Kubernetes tree gets, under EEVDF and under scx_slo, in one
-    boot: phase "burstable" runs pods a (500m, 1 thread) and b (2 CPU, 16 threads) of the
-    burstable QoS slice; phase "qos" adds a Guaranteed pod g (2 CPU, 1 thread) and a
-    BestEffort pod e (1 thread). Shares are usage_usec over the phase's total."""
-    tree = _k8s_tree()
-    cgs = _cg_tree(tree)
-    pods = {"a": "slo_kubepods/burstable/pod_a/ctr", "b": "slo_kubepods/burstable/pod_b/ctr",
-            "g": "slo_kubepods/pod_g/ctr", "e": "slo_kubepods/besteffort/pod_e/ctr"}
-    phases = {"burstable": ("a", "b"), "qos": ("a", "b", "g", "e")}
-    res = {"ncpu": os.cpu_count() or 1, "weights": {k: v[0] for k, v in tree.items()},
-           "phases": {}}
-    try:
-        for phase, running in phases.items():
-            out = res["phases"][phase] = {}
-            for policy in ("eevdf", "scx_slo"):
-                if policy == "scx_slo":
-                    load()
-                procs = [hogs(cgs[pods[p]], tree[pods[p]][1], args.seconds + 30)
-                         for p in running]
-                time.sleep(1.5)
-                u0 = {p: cg_usage_us(cgs[pods[p]]) for p in running}
-                time.sleep(args.seconds)
-                used = {p: cg_usage_us(cgs[pods[p]]) - u0[p] for p in running}
-                total = max(sum(used.values()), 1)
-                out[policy] = {"share": {p: used[p] / total for p in running},
-                               "state": scx_state()}
-                if policy == "scx_slo":
-                    out[policy]["exit"] = read_exit()
-                for h in procs:
-                    h.kill()
-                    h.wait(timeout=60)
-                if policy == "scx_slo":
-                    out[policy]["state_unloaded"] = unload()
-    finally:
-        if scx_state() != "disabled":
-            unload()
-        for path in sorted(cgs, key=len, reverse=True):
-            cg_remove(cgs[path])
-    return res
-
-
-def scenario_bench(args) -> dict:
-    """The probe's p99 under load for four policies, plus batch CPU time and BPF cost."""
-    crit_w, batch_w = kubelet_weight(500), kubelet_weight(2000)
-    res = {"ncpu": os.cpu_count(), "seconds": args.seconds, "hogs": args.hogs,
-           "kubelet_weights": {"crit_500m": crit_w, "batch_2cpu": batch_w}, "runs": {}}
-
-    def run(name: str, batch_kw: dict, crit_kw: dict, scx: bool, load_on: bool = True):
-        batch, crit = cg_make("bench_batch", **batch_kw), cg_make("bench_crit", **crit_kw)
-        try:
-            if scx:
-                load()
-                setup_lat_class()
-                set_cgroup_class(crit, LAT_CLASS)
-                sh(["sysctl", "-q", "-w", "kernel.bpf_stats_enabled=1"])
-            h = hogs(batch, args.hogs, args.seconds + 1) if load_on else None
-            time.sleep(0.5)
-            u0, c0, t0 = cg_usage_us(batch), cg_usage_us(crit), time.monotonic()
-            pr = probe_start(crit, args.seconds)
-            r = probe_result(pr, timeout=args.seconds * 4 + 60)
-            r["batch_usage_us"] = cg_usage_us(batch) - u0
-            r["crit_usage_us"] = cg_usage_us(crit) - c0
-            r["wall_us"] = int((time.monotonic() - t0) * 1e6)
-            if scx:
-                r["state_end"] = scx_state()
-                s = read_stats()[LAT_CLASS]
-                r["stats"] = {k: v for k, v in s.items() if k != "lat_hist"}
-                r["bpf_prog_stats"] = _prog_stats()
-                sh(["sysctl", "-q", "-w", "kernel.bpf_stats_enabled=0"])
-            if h:
-                h.kill()
-                h.wait()
-            res["rounds"][-1][name] = r
-        finally:
-            if scx:
-                unload()
-            cg_remove(batch)
-            cg_remove(crit)
-
-    # Policies interleaved in rounds, so a burst of host noise (this is an
-    # emulated VM on a shared machine) hits one round of one policy, and the
-    # median over rounds discards it.
-    res["rounds"] = []
-    for _ in range(args.rounds):
-        res["rounds"].append({})
-        run("idle", {}, {}, scx=False, load_on=False)
-        run("eevdf_default", {}, {}, scx=False)
-        run("eevdf_kubelet", {"weight": batch_w}, {"weight": crit_w}, scx=False)
-        run("eevdf_batch_idle", {"idle": True}, {}, scx=False)
-        run("scx_slo", {"weight": batch_w}, {"weight": crit_w}, scx=True)
-    for name in res["rounds"][0]:
-        rs = [rd[name] for rd in res["rounds"]]
-        agg = dict(rs[-1])
-        for k in ("p50_us", "p99_us", "max_us"):
-            agg[k] = sorted(r[k] for r in rs)[len(rs) // 2]
-            agg[k + "_rounds"] = [r[k] for r in rs]
-        for k in ("n", "batch_usage_us", "crit_usage_us", "wall_us"):
-            agg[k] = sum(r[k] for r in rs)
-        res["runs"][name] = agg
-    return res
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -788,17 +639,10 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=6)
     p = sub.add_parser("move")
     p.add_argument("--seconds", type=float, default=2)
-    p = sub.add_parser("shares")
-    p.add_argument("--seconds", type=float, default=6)
-    p = sub.add_parser("bench")
-    p.add_argument("--seconds", type=float, default=12)
-    p.add_argument("--hogs", type=int, default=4)
-    p.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     fn = {"load-unload": scenario_load_unload, "saturation": scenario_saturation,
           "weights": scenario_weights, "floor": scenario_floor,
-          "bandwidth": scenario_bandwidth, "genchurn": scenario_genchurn, "slicetimer": scenario_slicetimer, "starve": scenario_starve, "move": scenario_move,
-          "shares": scenario_shares, "bench": scenario_bench}[args.cmd]
+          "bandwidth": scenario_bandwidth, "genchurn": scenario_genchurn, "slicetimer": scenario_slicetimer, "starve": scenario_starve, "move": scenario_move}[args.cmd]
     print(json.dumps(fn(args)))
     return 0
 

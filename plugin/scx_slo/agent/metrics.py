@@ -16,7 +16,9 @@ COUNTERS = (("nr_wakeups", "wakeups", "Wakeups of tasks in the class"),
             ("nr_direct", "direct_dispatches", "Wakeups dispatched straight to an idle CPU"),
             ("nr_floor_boosts", "floor_boosts", "Batch slices forced by the starvation floor"),
             ("nr_throttled", "cpu_max_throttles",
-             "Tasks held back because a cgroup had used its cpu.max quota"))
+             "Tasks held back because a cgroup had used its cpu.max quota"),
+            ("nr_over_share", "over_share_enqueues",
+             "Latency-critical enqueues served by weight: the cgroup had used its CPU share"))
 
 
 class SchedulerCollector:

@@ -1,5 +1,7 @@
 """`scx-slo bench`: request and wakeup latency of a critical pod next to a noisy
-batch pod, per scheduling policy (idle, EEVDF configurations, scx_slo).
+batch pod, per scheduling policy (idle, EEVDF configurations, scx_slo); with
+`--scenario shares`, the CPU each pod of a Kubernetes cgroup tree gets under EEVDF
+and under scx_slo (scx_slo.dev.bench.shares).
 
 By default it boots the sched_ext VM (1 vCPU) and runs there; --here runs on
 this machine (root, a sched_ext kernel for the scx_slo configuration). Writes
@@ -12,9 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+
+
+SHARES_SECONDS = 10.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scenario", choices=("latency", "shares"), default="latency",
+                   help="latency (default): the policies' latency table; shares: each pod's "
+                        f"CPU under EEVDF and scx_slo ({SHARES_SECONDS:g} s per phase unless "
+                        "--seconds; writes shares.json and shares.md)")
     p.add_argument("--quick", action="store_true",
                    help="25 s per configuration instead of 60 (about 4 minutes in all)")
     p.add_argument("--out", default="bench-results", metavar="DIR",
@@ -75,6 +85,8 @@ def _configs(args) -> tuple[str, ...]:
 
 def _forwarded(args) -> list[str]:
     opts = ["--quick"] if args.quick else []
+    if args.scenario != "latency":
+        opts += ["--scenario", args.scenario]
     for flag, value in (("--seconds", args.seconds), ("--rate", args.rate),
                         ("--delay", args.delay), ("--configs", args.configs)):
         if value is not None:
@@ -102,10 +114,40 @@ def measure(args) -> dict:
     return analyze(doc)
 
 
+def measure_shares(args) -> dict:
+    from scx_slo.dev.bench import shares
+
+    if args.here:
+        doc = shares.run_all(args.seconds or SHARES_SECONDS, log=progress)
+    else:
+        from scx_slo.dev.bench.host import run_in_vm
+        doc = run_in_vm(_forwarded(args), cpus=args.cpus, progress=progress, kernel=args.kernel)
+    return shares.analyze(doc)
+
+
+def run_shares(args) -> int:
+    from scx_slo.dev.bench import shares
+    from scx_slo.dev.bench.host import BenchRunError
+
+    doc = measure_shares(args)
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "shares.json").write_text(json.dumps(doc, indent=1) + "\n")
+        (out / "shares.md").write_text(shares.markdown(doc))
+    except OSError as e:
+        raise BenchRunError(f"{out}: cannot write the results: {e.strerror}") from None
+    print(json.dumps(doc) if args.json else shares.markdown(doc))
+    progress(f"wrote {out / 'shares.json'}, {out / 'shares.md'}")
+    return 0
+
+
 def run(args) -> int:
     from scx_slo.dev.bench.host import write_outputs
     from scx_slo.dev.bench.report import markdown
 
+    if args.scenario == "shares":
+        return run_shares(args)
     doc = measure(args)
     paths = write_outputs(doc, args.out, plot=not args.no_plot, warn=progress)
     if args.json:

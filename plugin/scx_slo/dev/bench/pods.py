@@ -1,9 +1,11 @@
 """Pod-shaped cgroups, laid out as the kubelet's systemd cgroup driver does.
 
     kubepods.slice/                                   (node allocatable)
+      kubepods-pod<uid>.slice/                        Guaranteed: weight: its request
       kubepods-burstable.slice/                       weight: sum of its pods' requests
         kubepods-burstable-pod<uid>.slice/            weight: the pod's CPU request
-          cri-containerd-<id>.scope                   one per container
+          cri-containerd-<id>.scope                   one per container (optionally
+                                                      weighted by its own request)
       kubepods-besteffort.slice/                      weight 1 (shares 2)
         kubepods-besteffort-pod<uid>.slice/           weight 1
 
@@ -37,7 +39,7 @@ class PodError(ScxSloError):
 @dataclass
 class Pod:
     name: str
-    qos: str                       # "burstable" or "besteffort"
+    qos: str                       # "guaranteed", "burstable" or "besteffort"
     millicpu: int | None           # CPU request; None for BestEffort
     uid: str = field(default_factory=lambda: str(uuid.uuid4()))
     path: Path | None = None       # the pod slice, once created
@@ -45,11 +47,14 @@ class Pod:
 
     @property
     def slice_name(self) -> str:
-        return f"kubepods-{self.qos}-pod{self.uid.replace('-', '_')}.slice"
+        uid = self.uid.replace('-', '_')
+        return f"kubepods-pod{uid}.slice" if self.qos == "guaranteed" else \
+            f"kubepods-{self.qos}-pod{uid}.slice"
 
     @property
-    def qos_slice(self) -> str:
-        return f"kubepods-{self.qos}.slice"
+    def qos_slice(self) -> str | None:
+        """The QoS slice the pod slice lives in; None for Guaranteed (in kubepods.slice)."""
+        return None if self.qos == "guaranteed" else f"kubepods-{self.qos}.slice"
 
     def rel(self, root: Path = CGROUP_ROOT) -> str:
         return str(self.path.relative_to(root)) if self.path else ""
@@ -110,7 +115,8 @@ class Node:
                 req = sum(p.millicpu or 0 for p in members)
                 _write(qslice / "cpu.weight", str(kubelet_cpu_weight(req)))
         for pod in self.pods:
-            pod.path = self._make(top / pod.qos_slice / pod.slice_name)
+            parent = top / pod.qos_slice if pod.qos_slice else top
+            pod.path = self._make(parent / pod.slice_name)
             if self.kubelet_weights:
                 _write(pod.path / "cpu.weight", str(kubelet_cpu_weight(pod.millicpu)))
         return self
@@ -128,19 +134,23 @@ class Node:
             raise PodError(f"{path}/cgroup.subtree_control: {e.strerror}") from None
         return path
 
-    def container(self, pod: Pod, name: str) -> Path:
-        """A container scope in POD (created on first use)."""
+    def container(self, pod: Pod, name: str, millicpu: int | None = None) -> Path:
+        """A container scope in POD (created on first use); with MILLICPU and kubelet
+        weights, weighted as the kubelet weights a container with that request."""
         if name not in pod.containers:
             cid = uuid.uuid5(uuid.UUID(pod.uid), name).hex + uuid.uuid5(uuid.UUID(pod.uid), "c").hex
             scope = pod.path / f"cri-containerd-{cid}.scope"
             _mkdir(scope)
             self.created.append(scope)
+            if millicpu is not None and self.kubelet_weights:
+                _write(scope / "cpu.weight", str(kubelet_cpu_weight(millicpu)))
             pod.containers[name] = scope
         return pod.containers[name]
 
-    def spawn(self, pod: Pod, container: str, argv: list[str], **kw) -> subprocess.Popen:
+    def spawn(self, pod: Pod, container: str, argv: list[str], millicpu: int | None = None,
+              **kw) -> subprocess.Popen:
         """Start ARGV inside a container scope of POD (it joins before exec)."""
-        procs = str(self.container(pod, container) / "cgroup.procs")
+        procs = str(self.container(pod, container, millicpu) / "cgroup.procs")
 
         def enter() -> None:
             with open(procs, "w") as f:

@@ -96,26 +96,30 @@ def bpf_prog_stats(progs: list[dict]) -> dict:
             "avg_ns": (total_ns / total_cnt) if total_cnt else None}
 
 
-def settings_text(critical_slice: str) -> str:
+def settings_text(critical_slice: str | None) -> str:
     """The operator settings the scx_slo configuration runs with: one class with a
-    200 ms p99 target, and a rule putting the critical pod's slice in it."""
-    return (f'[[class]]\nname = "critical"\np99 = "{P99_TARGET_NS // 1_000_000}ms"\n\n'
-            f'[[rule]]\nclass = "critical"\ncgroup = "{critical_slice}"\n')
+    200 ms p99 target, and a rule putting the critical pod's slice in it (no rule
+    without one)."""
+    text = f'[[class]]\nname = "critical"\np99 = "{P99_TARGET_NS // 1_000_000}ms"\n'
+    if critical_slice is not None:
+        text += f'\n[[rule]]\nclass = "critical"\ncgroup = "{critical_slice}"\n'
+    return text
 
 
 class ScxRun:
-    """scx_slo loaded through scx_slo.loader.scheduler.Scheduler for one configuration."""
+    """scx_slo loaded through scx_slo.loader.scheduler.Scheduler for one configuration,
+    with CRITICAL's pod slice in the latency-critical class (None: every pod batch)."""
 
-    def __init__(self, node: Node, critical: Pod, log: Callable[[str], None]):
+    def __init__(self, node: Node, critical: Pod | None, log: Callable[[str], None]):
         from scx_slo.settings.validate import validate_text
 
         self.log = log
-        rel = critical.rel(node.root)
+        rel = critical.rel(node.root) if critical else None
         self.config = validate_text(settings_text(rel), "<bench settings>").config
-        self.klass, _ = self.config.class_for_cgroup(rel)
-        if self.klass.is_default:
+        self.klass = next(c for c in self.config.classes if c.name == "critical")
+        if rel is not None and self.config.class_for_cgroup(rel)[0] != self.klass:
             raise BenchError(f"the bench settings do not classify {rel}")
-        self.critical_cgid = os.stat(critical.path).st_ino
+        self.critical_cgid = os.stat(critical.path).st_ino if critical else None
         self.sched = None
         self.bpf_stats_before = None
 
@@ -135,7 +139,8 @@ class ScxRun:
             s.load()
             for class_id, cfg in class_configs(self.config).items():
                 s.set_class(class_id, cfg)
-            s.set_cgroup_class(self.critical_cgid, self.klass.id)
+            if self.critical_cgid is not None:
+                s.set_cgroup_class(self.critical_cgid, self.klass.id)
             s.bump_generation()
             s.attach()
         except BaseException:
