@@ -324,3 +324,31 @@ def test_quick_bench_in_vm(vm, tmp_path):
             assert w == {"critical": 100, "batch": 100}
     assert {t["name"] for t in saved["targets"]} == {"probe_vs_idle", "probe_vs_eevdf",
                                                     "request_excess", "batch_throughput"}
+
+
+# -- the shares scenario's verdicts -----------------------------------------------------------
+def _shares_doc(eevdf: dict, scx: dict) -> dict:
+    pods = [{"name": p, "qos": "burstable", "millicpu": 500, "threads_per_cpu": 1,
+             "critical": False} for p in eevdf]
+    return {"kernel": "6.12", "ncpu": 1, "seconds": 6,
+            "phases": {"p": {"title": "t", "pods": pods, "eevdf": {"share": eevdf},
+                             "scx_slo": {"share": scx, "counters": {}}}}}
+
+
+def test_shares_verdicts():
+    from scx_slo.dev.bench import shares
+
+    doc = shares.analyze(_shares_doc({"a": 0.20, "b": 0.795, "e": 0.005},
+                                     {"a": 0.215, "b": 0.779, "e": 0.006}))
+    res = doc["phases"]["p"]["pods_result"]
+    assert res["a"]["met"] and math.isclose(res["a"]["ratio"], 1.075)
+    assert res["b"]["met"]
+    assert res["e"]["ratio"] is None and res["e"]["met"]       # a sliver: no ratio
+    assert doc["all_met"]
+    assert "| p | a |" in shares.markdown(doc) and "1.07x" in shares.markdown(doc)
+    # 11% off, a starved sliver, a sliver grown past SLIVER_MAX: each fails alone
+    for pod, got in (("a", 0.222), ("e", 0.0), ("e", 0.03)):
+        scx = {"a": 0.20, "b": 0.795, "e": 0.005, pod: got}
+        doc = shares.analyze(_shares_doc({"a": 0.20, "b": 0.795, "e": 0.005}, scx))
+        assert not doc["phases"]["p"]["pods_result"][pod]["met"], (pod, got)
+        assert not doc["all_met"]
