@@ -208,16 +208,17 @@ def test_settings_classify_the_critical_pod_like_production():
 # -- report ------------------------------------------------------------------------------------
 def _fake_doc(wake_p99: dict, excess_ms: float, batch: dict) -> dict:
     configs = {}
-    for name in CONFIG_NAMES:
+    for setup in CONFIGS:
+        name = setup.name
         lat = [0.1 + (excess_ms / 1000 if i >= 98 else 0.001) for i in range(100)]
         c = {"requests": {"delay_s": 0.1, "latency_s": lat, "unfinished": 0, "errors": 0},
              "wakeup_us": {"n": 1000, "p50": 100, "p99": wake_p99[name], "max": 9e3,
                            "cdf_us": [[100, 0.5], [wake_p99[name], 0.99], [9e3, 1.0]]},
-             "sched_ext_state": "enabled" if name == "scx_slo" else "disabled"}
-        if name != "idle":
+             "sched_ext_state": "enabled" if setup.scx else "disabled"}
+        if setup.batch_qos:
             c["batch"] = {"bogo_ops_per_s": batch[name]}
             c["batch_cpu_share"] = 0.8
-        if name == "scx_slo":
+        if setup.scx:
             c["scx"] = {"counters": {"nr_misses": 3, "nr_wakeups": 900, "nr_preempts": 10},
                         "bpf": {"avg_ns": 250.0, "run_cnt": 1000}, "exit_kind": 0}
         configs[name] = c
@@ -228,14 +229,17 @@ def _fake_doc(wake_p99: dict, excess_ms: float, batch: dict) -> dict:
 
 
 def test_report_targets_pass_and_fail():
-    wake = {"idle": 400, "eevdf_default": 900, "eevdf_kubelet_besteffort": 500,
-            "eevdf_kubelet_burstable": 5000, "eevdf_batch_idle": 600, "scx_slo": 450}
+    wake = {"idle": 400, "scx_slo_noload": 420, "eevdf_default": 900,
+            "eevdf_kubelet_besteffort": 500, "eevdf_kubelet_burstable": 5000,
+            "eevdf_batch_idle": 600, "scx_slo": 450}
     batch = {n: 100.0 for n in CONFIG_NAMES}
     batch["scx_slo"] = 96.0
     doc = report.analyze(_fake_doc(wake, excess_ms=5.0, batch=batch))
     t = {x["name"]: x for x in doc["targets"]}
     assert t["probe_vs_idle"]["measured"] == pytest.approx(450 / 400)
     assert t["probe_vs_idle"]["pass"] is True
+    assert t["noload_vs_idle"]["measured"] == pytest.approx(420 / 400)
+    assert "420 us vs idle 400 us" in t["noload_vs_idle"]["detail"]
     assert t["probe_vs_eevdf"]["measured"] == pytest.approx(450 / 500)
     assert "eevdf_kubelet_besteffort" in t["probe_vs_eevdf"]["detail"]
     assert t["request_excess"]["measured"] == pytest.approx(0.05)
@@ -245,15 +249,16 @@ def test_report_targets_pass_and_fail():
     assert doc["figures"]["scx_slo"]["client_excess_over_miss_threshold"] == 0
 
     wake["scx_slo"] = 700
+    wake["scx_slo_noload"] = 500
     batch["scx_slo"] = 90.0
     doc = report.analyze(_fake_doc(wake, excess_ms=30.0, batch=batch))
     t = {x["name"]: x for x in doc["targets"]}
-    assert [t[n]["pass"] for n in ("probe_vs_idle", "probe_vs_eevdf", "request_excess",
-                                   "batch_throughput")] == [False, False, False, False]
+    assert [t[n]["pass"] for n in ("probe_vs_idle", "noload_vs_idle", "probe_vs_eevdf",
+                                   "request_excess", "batch_throughput")] == [False] * 5
     assert doc["figures"]["scx_slo"]["client_excess_over_miss_threshold"] == 2
     md = report.markdown(doc)
     assert md.count("\n| ") == 2 + len(CONFIG_NAMES) - 1 and "FAIL" in md
-    assert "Targets met: 0/4" in report.summary(doc)
+    assert "Targets met: 0/5" in report.summary(doc)
 
 
 def test_plot_writes_a_png(tmp_path):
@@ -273,7 +278,8 @@ def test_configurations_are_the_issue_s():
     assert by["eevdf_kubelet_besteffort"].batch_qos == "besteffort"
     assert by["eevdf_kubelet_burstable"].batch_qos == "burstable"
     assert by["eevdf_batch_idle"].batch_idle
-    assert [c.name for c in CONFIGS if c.scx] == ["scx_slo"]
+    assert [c.name for c in CONFIGS if c.scx] == ["scx_slo_noload", "scx_slo"]
+    assert by["scx_slo_noload"].batch_qos is None and by["scx_slo_noload"].kubelet_weights
 
 
 # -- the quick benchmark in the VM ---------------------------------------------------------------
@@ -322,8 +328,9 @@ def test_quick_bench_in_vm(vm, tmp_path):
             assert w["batch"] == (1 if setup["batch_qos"] == "besteffort" else 79)
         else:
             assert w == {"critical": 100, "batch": 100}
-    assert {t["name"] for t in saved["targets"]} == {"probe_vs_idle", "probe_vs_eevdf",
-                                                    "request_excess", "batch_throughput"}
+    assert {t["name"] for t in saved["targets"]} == {"probe_vs_idle", "noload_vs_idle",
+                                                    "probe_vs_eevdf", "request_excess",
+                                                    "batch_throughput"}
 
 
 # -- the shares scenario's verdicts -----------------------------------------------------------
@@ -352,3 +359,58 @@ def test_shares_verdicts():
         doc = shares.analyze(_shares_doc({"a": 0.20, "b": 0.795, "e": 0.005}, scx))
         assert not doc["phases"]["p"]["pods_result"][pod]["met"], (pod, got)
         assert not doc["all_met"]
+
+
+# -- one table per vCPU count --------------------------------------------------------------------
+def test_cpu_counts_parse_and_default():
+    import argparse
+
+    from scx_slo.commands.bench import _cpu_counts, cpu_counts
+
+    assert _cpu_counts("1") == (1,) and _cpu_counts("1,2") == (1, 2)
+    for bad in ("0", "1,1", "x", "1,", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="vCPU counts"):
+            _cpu_counts(bad)
+    ns = argparse.Namespace(here=False, cpus=None, quick=False)
+    assert cpu_counts(ns) == (1, 2)
+    ns.quick = True
+    assert cpu_counts(ns) == (1,)
+    ns.cpus = (2,)
+    assert cpu_counts(ns) == (2,)
+    ns.here = True
+    assert cpu_counts(ns) == (0,)
+
+
+def test_bench_writes_one_table_per_cpu_count(tmp_path, monkeypatch, capsys):
+    from scx_slo.cli import available_commands, build_parser
+    from scx_slo.commands import bench
+
+    asked = []
+
+    def measure(args, cpus):
+        asked.append(cpus)
+        doc = report.analyze(_fake_doc({n: 500 for n in CONFIG_NAMES}, 5.0,
+                                       {n: 100.0 for n in CONFIG_NAMES}))
+        doc["ncpu"] = cpus
+        return doc
+
+    monkeypatch.setattr(bench, "measure", measure)
+    args = build_parser(available_commands(), "bench").parse_args(["bench", "--cpus", "1,2", "--no-plot", "--out",
+                                      str(tmp_path)])
+    assert bench.run(args) == 0
+    assert asked == [1, 2]
+    for n in (1, 2):
+        assert json.loads((tmp_path / f"bench-{n}cpu.json").read_text())["ncpu"] == n
+        assert f"{n} CPU" in (tmp_path / f"bench-{n}cpu.md").read_text()
+    assert not (tmp_path / "bench.json").exists()
+    assert capsys.readouterr().out.count("| configuration |") == 2
+
+
+def test_the_no_load_target_stands_without_the_loaded_run():
+    wake = {n: 500 for n in CONFIG_NAMES}
+    wake["scx_slo_noload"] = 700
+    doc = _fake_doc(wake, 5.0, {n: 100.0 for n in CONFIG_NAMES})
+    doc["configs"] = {n: doc["configs"][n] for n in ("idle", "scx_slo_noload")}
+    t = report.analyze(doc)["targets"]
+    assert [(x["name"], x["pass"]) for x in t] == [("noload_vs_idle", False)]
+    assert t[0]["measured"] == pytest.approx(1.4)

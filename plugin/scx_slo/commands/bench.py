@@ -31,9 +31,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where bench.json, bench.md and bench.png go (default ./bench-results)")
     p.add_argument("--json", action="store_true",
                    help="print the result document as JSON instead of the table")
-    p.add_argument("--cpus", type=int, default=1,
-                   help="VM vCPUs (default 1: under emulation 2 vCPUs share the host's cores "
-                        "and blur the comparison); ignored with --here")
+    p.add_argument("--cpus", type=_cpu_counts, default=None, metavar="N[,M]",
+                   help="VM vCPUs, one table per count (default 1,2; 1 with --quick): latency "
+                        "is judged on 1 (the emulator runs a multi-vCPU guest's vCPUs in "
+                        "turns), 2 shows the same policies with cross-CPU wakeups; ignored "
+                        "with --here")
     p.add_argument("--here", action="store_true",
                    help="run on this machine instead of the VM (root; a real node)")
     p.add_argument("--seconds", type=float, default=None,
@@ -45,6 +47,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run only these configurations (default: all, in order)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     add_kernel_argument(p)
+
+
+def _cpu_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or any(n < 1 for n in counts) or len(set(counts)) != len(counts):
+        raise argparse.ArgumentTypeError(f"{text!r}: give vCPU counts like 1 or 1,2")
+    return counts
+
+
+def cpu_counts(args) -> tuple[int, ...]:
+    """The vCPU counts to run: --cpus, else 1 for a quick run and 1,2 for a full one."""
+    if args.here:
+        return (0,)
+    if args.cpus:
+        return args.cpus
+    return (1,) if args.quick else (1, 2)
 
 
 def add_kernel_argument(p: argparse.ArgumentParser) -> None:
@@ -98,18 +119,19 @@ def progress(msg: str) -> None:
     print(f"bench: {msg}", file=sys.stderr, flush=True)
 
 
-def measure(args) -> dict:
-    """Run the benchmark (in the VM or here) and return the analyzed document."""
+def measure(args, cpus: int) -> dict:
+    """Run the benchmark (in a VM of CPUS vCPUs, or here with cpus 0) and return the
+    analyzed document."""
     from scx_slo.dev.bench.report import analyze
 
     names = _configs(args)
     params = _params(args)
-    if args.here:
+    if not cpus:
         from scx_slo.dev.bench.runner import run_all
         doc = run_all(params, names, log=progress)
     else:
         from scx_slo.dev.bench.host import run_in_vm
-        doc = run_in_vm(_forwarded(args), cpus=args.cpus, progress=progress, kernel=args.kernel,
+        doc = run_in_vm(_forwarded(args), cpus=cpus, progress=progress, kernel=args.kernel,
                         timeout=max(1800.0, len(names) * (params.measure_s * 8 + 120)))
     return analyze(doc)
 
@@ -121,7 +143,8 @@ def measure_shares(args) -> dict:
         doc = shares.run_all(args.seconds or SHARES_SECONDS, log=progress)
     else:
         from scx_slo.dev.bench.host import run_in_vm
-        doc = run_in_vm(_forwarded(args), cpus=args.cpus, progress=progress, kernel=args.kernel)
+        doc = run_in_vm(_forwarded(args), cpus=cpu_counts(args)[0], progress=progress,
+                        kernel=args.kernel)
     return shares.analyze(doc)
 
 
@@ -148,11 +171,15 @@ def run(args) -> int:
 
     if args.scenario == "shares":
         return run_shares(args)
-    doc = measure(args)
-    paths = write_outputs(doc, args.out, plot=not args.no_plot, warn=progress)
-    if args.json:
-        print(json.dumps(doc))
-    else:
-        print(markdown(doc))
-    progress("wrote " + ", ".join(str(p) for p in paths.values()))
+    counts = cpu_counts(args)
+    for cpus in counts:
+        doc = measure(args, cpus)
+        # one count: bench.*; several: bench-<n>cpu.* each
+        stem = "bench" if len(counts) == 1 else f"bench-{cpus}cpu"
+        paths = write_outputs(doc, args.out, plot=not args.no_plot, warn=progress, stem=stem)
+        if args.json:
+            print(json.dumps(doc))
+        else:
+            print(markdown(doc))
+        progress("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

@@ -23,11 +23,11 @@ def run(args) -> int:
     from scx_slo.dev.bench.report import markdown, summary, target_line
     from scx_slo.commands import bench
 
-    ns = argparse.Namespace(quick=True, out=args.out, json=False, cpus=args.cpus,
+    ns = argparse.Namespace(quick=True, out=args.out, json=False, cpus=(args.cpus,),
                             here=args.here, kernel=args.kernel, seconds=None, rate=None, delay=None, configs=None,
                             no_plot=False)
-    bench.progress("the quick benchmark: 6 configurations, about 4 minutes under emulation")
-    doc = bench.measure(ns)
+    bench.progress("the quick benchmark: 7 configurations, about 5 minutes under emulation")
+    doc = bench.measure(ns, 0 if args.here else args.cpus)
     paths = write_outputs(doc, args.out, warn=bench.progress)
     print(markdown(doc).split("\n\nClient misses")[0])
     print()

@@ -56,12 +56,13 @@ def run_in_vm(options: list[str], cpus: int = 1, vm=None, timeout: float = 3600,
 
 
 def write_outputs(doc: dict, out_dir: str | Path, plot: bool = True,
-                  warn: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict:
-    """bench.json, bench.md and (with matplotlib) bench.png in OUT_DIR; their paths."""
+                  warn: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+                  stem: str = "bench") -> dict:
+    """STEM.json, STEM.md and (with matplotlib) STEM.png in OUT_DIR; their paths."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        paths = {"json": out / "bench.json", "markdown": out / "bench.md"}
+        paths = {"json": out / f"{stem}.json", "markdown": out / f"{stem}.md"}
         paths["json"].write_text(json.dumps(doc, indent=1) + "\n")
         paths["markdown"].write_text(markdown(doc))
     except OSError as e:
@@ -69,7 +70,7 @@ def write_outputs(doc: dict, out_dir: str | Path, plot: bool = True,
     if plot:
         from scx_slo.dev.bench.plot import PlotError, plot as draw
         try:
-            paths["png"] = draw(doc, out / "bench.png")
+            paths["png"] = draw(doc, out / f"{stem}.png")
         except PlotError as e:
             warn(f"no plot: {e}")
     return paths

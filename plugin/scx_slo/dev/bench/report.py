@@ -5,6 +5,7 @@ pure, so the host recomputes it from the JSON whenever it reports.
 
 Targets, printed as measured ratios, never asserted:
   probe_vs_idle     scx_slo's wakeup p99 under load <= 1.2x its idle p99
+  noload_vs_idle    scx_slo's wakeup p99 attached with no batch <= 1.2x the idle p99
   probe_vs_eevdf    scx_slo's wakeup p99 <= the best EEVDF configuration's under load
   request_excess    scx_slo's request p99 above the designed delay <= 10 % of the delay
   batch_throughput  batch bogo-ops/s under scx_slo >= 95 % of EEVDF's (every weight 100)
@@ -17,6 +18,7 @@ EEVDF_LOADED = ("eevdf_default", "eevdf_kubelet_besteffort", "eevdf_kubelet_burs
                 "eevdf_batch_idle")
 BATCH_REFERENCE = "eevdf_default"
 SCX = "scx_slo"
+SCX_NOLOAD = "scx_slo_noload"
 IDLE = "idle"
 
 
@@ -78,14 +80,23 @@ def _target(name: str, what: str, measured: float | None, limit: float, higher_o
 
 def targets(figs: dict, doc: dict) -> list[dict]:
     scx, idle = figs.get(SCX), figs.get(IDLE)
+    idle_p99 = idle["wakeup_us"]["p99"] if idle else None
     out = []
+    noload = figs.get(SCX_NOLOAD)
+    if noload is not None:
+        q99 = noload["wakeup_us"]["p99"]
+        out.append(_target("noload_vs_idle",
+                           "scx_slo wakeup p99 with no load / idle wakeup p99",
+                           stats.ratio(q99, idle_p99), 1.2, False,
+                           f"{q99:.0f} us vs idle {idle_p99:.0f} us" if idle_p99
+                           else "no idle run"))
     if scx is None:
         return out
     p99 = scx["wakeup_us"]["p99"]
-    idle_p99 = idle["wakeup_us"]["p99"] if idle else None
-    out.append(_target("probe_vs_idle", "scx_slo wakeup p99 under load / idle wakeup p99",
-                       stats.ratio(p99, idle_p99), 1.2, False,
-                       f"{p99:.0f} us vs idle {idle_p99:.0f} us" if idle_p99 else "no idle run"))
+    out.insert(0, _target("probe_vs_idle", "scx_slo wakeup p99 under load / idle wakeup p99",
+                          stats.ratio(p99, idle_p99), 1.2, False,
+                          f"{p99:.0f} us vs idle {idle_p99:.0f} us" if idle_p99
+                          else "no idle run"))
     loaded = {n: figs[n]["wakeup_us"]["p99"] for n in EEVDF_LOADED if n in figs}
     if loaded:
         best = min(loaded, key=loaded.get)

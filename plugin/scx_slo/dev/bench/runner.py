@@ -53,6 +53,7 @@ class Setup:
 
 CONFIGS: tuple[Setup, ...] = (
     Setup("idle", "idle (no batch)", None, True),
+    Setup("scx_slo_noload", "scx_slo, no batch", None, True, scx=True),
     Setup("eevdf_default", "EEVDF, every cpu.weight 100", "besteffort", False),
     Setup("eevdf_kubelet_besteffort", "EEVDF, kubelet weights, batch BestEffort",
           "besteffort", True),
