@@ -13,15 +13,16 @@
  *    is the default (batch) class.
  *  - Latency-critical classes: on wakeup take an idle CPU if there is one;
  *    otherwise queue on LAT_DSQ ordered by deadline (wakeup + class budget)
- *    and preempt one CPU that runs lower-class work (SCX_KICK_PREEMPT). A
- *    waker claims its victim atomically; the claim ends when the victim
- *    reschedules or after KICK_CLAIM_NS, so one kick per CPU is in flight
- *    and a lost one does not take the CPU out of reach. Short slices, and
- *    while latency-critical tasks wait on LAT_DSQ a 1 ms BPF timer preempts
- *    CPUs whose task ran past its slice: at HZ=100 a slice would otherwise
- *    last until the next 10 ms tick. Wakers never kick a CPU that already
- *    runs latency-critical work, so there is no kick/resched loop; only the
- *    slice timer ends such a task's slice, once it is over.
+ *    and preempt one CPU that runs lower-class work (SCX_KICK_PREEMPT), or
+ *    else its own CPU if the latency-critical task there has run
+ *    lat_preempt_ns and is not due before it (it queues again by a fresh
+ *    deadline). A waker claims its victim atomically; the claim ends when
+ *    the victim reschedules or after KICK_CLAIM_NS, so one kick per CPU is
+ *    in flight and a lost one does not take the CPU out of reach. The
+ *    minimum run keeps latency-critical tasks from preempting each other in
+ *    a loop. Short slices, and while latency-critical tasks wait on LAT_DSQ
+ *    a 1 ms BPF timer preempts CPUs whose task ran past its slice: at HZ=100
+ *    a slice would otherwise last until the next 10 ms tick.
  *  - Entitlement: a latency-critical cgroup is served first only up to its
  *    share of the machine (its hierarchical share, below, times the CPUs),
  *    accrued as it runs and banked for at most ENTITLE_WINDOW_NS. Beyond that
@@ -89,6 +90,7 @@ const volatile u32 batch_floor_pct = 5;
 const volatile u32 timeout_ms = 5000;
 const volatile u32 miss_frac_pct = 100;
 const volatile u64 slice_timer_ns = 1ULL * 1000 * 1000;	/* slice ends enforced this finely; 0 = at ticks */
+const volatile u64 lat_preempt_ns = 500ULL * 1000;	/* a latency-critical run this long may be preempted by another */
 
 /* ---- maps shared with user space ---- */
 struct slo_class_entry {
@@ -264,6 +266,8 @@ struct cpu_ctx {
 	u64 last_scan;
 	u64 kick_at;		/* a waker's claim on this CPU as its preemption victim; 0 = none */
 	u64 slice_end;		/* when the running task's slice is over */
+	u64 run_since;		/* when the running task started this run */
+	u64 cur_budget;		/* the running latency-critical task's budget */
 	u32 cur;		/* enum cur_kind */
 	u32 floor_boost;	/* the running batch task is the floor's: do not preempt */
 	u32 boost_next;		/* dispatch granted the floor to the next batch task */
@@ -298,6 +302,7 @@ u64 bw_last_make;
 u64 slice_timer_armed;
 u32 slice_timer_broken;		/* no slice timer: slices end at ticks only */
 u64 nr_slice_kicks;		/* CPUs preempted by the slice timer */
+u64 nr_lat_preempts;		/* latency-critical runs preempted by a latency-critical wakeup */
 /* last starvation rescue, for diagnosis: pid, wait, vtime ahead of vtime_now */
 s32 rescue_pid;
 u64 rescue_wait_ns;
@@ -540,12 +545,12 @@ static __always_inline void task_count_out(struct task_ctx *tctx)
 /*
  * The cgroup's share of the machine, SLO_W_ONE = all of it (at least 1). Below
  * the root the fractions change only when a cgroup's activity does (hw_gen), so
- * their product is cached per cgroup; at the root, the children also compete
- * with the root's own tasks (kernel threads, daemons outside any slice), which
- * come and go on every wakeup, so that last fraction is taken live. A global
- * function: verified once. Safe in any context.
+ * their product is cached per cgroup; at the root, with @root_tasks, the
+ * children also compete with the root's own tasks (kernel threads, daemons
+ * outside any slice), which come and go on every wakeup, so that last fraction
+ * is taken live. A global function: verified once. Safe in any context.
  */
-__noinline u64 cg_hweight(u64 cgid)
+__noinline u64 cg_hweight(u64 cgid, u32 root_tasks)
 {
 	struct cg_info *ci, *c, *pi, *root;
 	u64 gen = hw_gen, hw = SLO_W_ONE, top_w = 0;
@@ -580,7 +585,7 @@ __noinline u64 cg_hweight(u64 cgid)
 	}
 	hw = ci->hw;
 	top_w = ci->top_w;
-	root = bpf_map_lookup_elem(&slo_cg_info, &root_cgid);
+	root = root_tasks ? bpf_map_lookup_elem(&slo_cg_info, &root_cgid) : NULL;
 	if (top_w && root) {
 		sum = root->child_w + root->task_w;
 		if (sum < (s64)top_w)
@@ -592,7 +597,10 @@ __noinline u64 cg_hweight(u64 cgid)
 
 /*
  * Entitlement of a latency-critical cgroup: it accrues run time at its share
- * of the machine (cg_hweight, SLO_W_ONE = one CPU, times the CPUs) and spends
+ * of the machine among the other cgroups (cg_hweight without the root's own
+ * tasks: kernel threads and strays in the root cgroup are no pod's request to
+ * protect, and sampled at each charge they would shrink a lone pod's share to
+ * a fraction; SLO_W_ONE = one CPU, times the CPUs) and spends
  * every ns its tasks run, whether they were served first or by weight (so
  * that served by weight it can earn its way back, but no faster than its
  * share). At most ENTITLE_WINDOW_NS of share is banked. A global function:
@@ -606,7 +614,7 @@ __noinline int lat_charge(u64 cgid, u64 used, u64 now)
 
 	if (!ci)
 		return 0;
-	rate = cg_hweight(cgid) * scx_bpf_nr_cpu_ids();
+	rate = cg_hweight(cgid, 0) * scx_bpf_nr_cpu_ids();
 	cap = ENTITLE_WINDOW_NS * rate / SLO_W_ONE;
 	last = ci->lat_refill_at;
 	/* one CPU credits the time since the last refill; a racing one credits none */
@@ -746,19 +754,28 @@ static __always_inline void slice_timer_arm(void)
 }
 
 /*
- * A CPU may be preempted for a latency-critical task if it runs batch work
- * that is not the floor's and no other waker holds a live claim on it. With
- * @claim the claim is taken atomically (two wakers never book one victim); it
- * lapses after KICK_CLAIM_NS, and the victim drops it when it dispatches or
- * runs its next task, so a CPU that kept its task after a kick is a victim
- * again.
+ * A CPU may be preempted for a latency-critical task due at @dl if it runs
+ * batch work that is not the floor's, or (with @lat) latency-critical work
+ * that has run lat_preempt_ns and would queue again (at now + its budget) no
+ * earlier than @dl: a task that has had its turn yields to one that has
+ * waited, as EEVDF's wakeup preemption does, and the minimum run keeps two
+ * such tasks from preempting each other in a loop. No other waker may hold a
+ * live claim on it. With @claim the claim is taken atomically (two wakers
+ * never book one victim); it lapses after KICK_CLAIM_NS, and the victim drops
+ * it when it dispatches or runs its next task, so a CPU that kept its task
+ * after a kick is a victim again.
  */
-static __always_inline bool victim_ok(struct cpu_ctx *cc, u64 now, bool claim)
+static __always_inline bool victim_ok(struct cpu_ctx *cc, u64 now, u64 dl, bool lat, bool claim)
 {
 	u64 at;
 
-	if (cc->cur != CUR_BATCH || cc->floor_boost)
+	if (cc->cur == CUR_LAT) {
+		if (!lat || now - cc->run_since < lat_preempt_ns ||
+		    slo_time_before(now + cc->cur_budget, dl))
+			return false;
+	} else if (cc->cur != CUR_BATCH || cc->floor_boost) {
 		return false;
+	}
 	at = cc->kick_at;
 	if (at && now - at < KICK_CLAIM_NS)
 		return false;
@@ -766,18 +783,23 @@ static __always_inline bool victim_ok(struct cpu_ctx *cc, u64 now, bool claim)
 }
 
 /*
- * Pick (and with @claim, claim) a CPU to preempt for a latency-critical task:
- * @prefer if it qualifies, else the first allowed CPU that does.
+ * Pick (and with @claim, claim) a CPU to preempt for a latency-critical task
+ * due at @dl: @prefer if it runs batch work, else the first allowed CPU that
+ * does, else @prefer if its latency-critical task has had its turn. Only
+ * @prefer is taken from latency-critical work: elsewhere the slice timer
+ * ends such runs once their slice is over.
  */
-static s32 pick_victim(struct task_struct *p, s32 prefer, bool claim)
+static s32 pick_victim(struct task_struct *p, s32 prefer, u64 dl, bool claim)
 {
-	struct cpu_ctx *cc;
+	struct cpu_ctx *cc, *pc;
 	u32 nr = scx_bpf_nr_cpu_ids();
 	u64 now = now_ns();
 	s32 cpu;
 
-	cc = cpu_ctx_of(prefer);
-	if (cc && bpf_cpumask_test_cpu(prefer, p->cpus_ptr) && victim_ok(cc, now, claim))
+	pc = cpu_ctx_of(prefer);
+	if (pc && !bpf_cpumask_test_cpu(prefer, p->cpus_ptr))
+		pc = NULL;
+	if (pc && victim_ok(pc, now, dl, false, claim))
 		return prefer;
 
 	bpf_for(cpu, 0, SLO_MAX_CPUS) {
@@ -788,8 +810,13 @@ static s32 pick_victim(struct task_struct *p, s32 prefer, bool claim)
 		cc = cpu_ctx_of(cpu);
 		if (!cc || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
 			continue;
-		if (victim_ok(cc, now, claim))
+		if (victim_ok(cc, now, dl, false, claim))
 			return cpu;
+	}
+	if (pc && victim_ok(pc, now, dl, true, claim)) {
+		if (claim)
+			__sync_fetch_and_add(&nr_lat_preempts, 1);
+		return prefer;
 	}
 	return -1;
 }
@@ -819,7 +846,7 @@ s32 BPF_STRUCT_OPS(slo_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake
 	}
 	if (tctx && serve_lat(p, tctx)) {
 		/* enqueue then runs on the victim's runqueue and kicks it */
-		victim = pick_victim(p, prev_cpu, false);
+		victim = pick_victim(p, prev_cpu, now_ns() + tctx->budget_ns, false);
 		if (victim >= 0)
 			return victim;
 	}
@@ -842,7 +869,7 @@ static __always_inline u64 vtime_charge(struct task_struct *p, struct task_ctx *
 	if (tctx->counted_cgid) {
 		struct cg_info *ci = bpf_map_lookup_elem(&slo_cg_info, &tctx->counted_cgid);
 
-		hw = cg_hweight(tctx->counted_cgid);
+		hw = cg_hweight(tctx->counted_cgid, 1);
 		if (ci && ci->task_w > 0) {
 			tw = ci->task_w + SLO_MAX(ci->child_w, 0LL);
 			pw = tctx->counted_w;
@@ -916,7 +943,7 @@ void BPF_STRUCT_OPS(slo_enqueue, struct task_struct *p, u64 enq_flags)
 			scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
 			return;
 		}
-		cpu = pick_victim(p, scx_bpf_task_cpu(p), true);
+		cpu = pick_victim(p, scx_bpf_task_cpu(p), tctx->deadline, true);
 		if (cpu < 0) {
 			slo_dsq_insert_vtime(p, LAT_DSQ, tctx->slice_ns, tctx->deadline, enq_flags);
 			slice_timer_arm();
@@ -1175,12 +1202,14 @@ void BPF_STRUCT_OPS(slo_running, struct task_struct *p)
 
 	if (cc) {
 		cc->started_at = now;
+		cc->run_since = now;
 		cc->slice_end = now + p->scx.slice;
 		cc->kick_at = 0;
 		if (is_pcpu_kthread(p))
 			cc->cur = CUR_KTHREAD;
 		else
 			cc->cur = (tctx && tctx->lat && !tctx->over) ? CUR_LAT : CUR_BATCH;
+		cc->cur_budget = tctx ? tctx->budget_ns : 0;
 		/* dispatch runs before prev's stopping(), so the grant lands here */
 		cc->floor_boost = cc->boost_next && cc->cur == CUR_BATCH;
 		cc->boost_next = 0;

@@ -197,27 +197,35 @@ def test_generation_churn_under_saturation_keeps_the_scheduler(smp_vm):
 
 
 @pytest.mark.vm
-def test_slice_timer_ends_slices_between_ticks(vm, vm_kernel):
-    """Latency-critical hogs and the 1 ms probe in one latency-critical class (1 vCPU):
-    a probe wakeup can preempt nobody and waits for a slice to end. With slice_timer_ns
-    = 0 slices end at ticks; with the default 1 ms timer the timer ends them (it kicks
-    CPUs past their slice). The waits are printed as measured; what is asserted is that
-    the timer ran only when on and the scheduler stayed attached."""
+def test_slice_timer_and_lat_preemption_end_latency_critical_runs(vm, vm_kernel):
+    """Latency-critical hogs and the 1 ms probe in one latency-critical class (1 vCPU).
+    With lat_preempt_ns out of reach a probe wakeup can preempt nobody and waits for a
+    slice to end: with slice_timer_ns = 0 at a tick, with the default 1 ms timer when
+    the timer ends it (it kicks CPUs past their slice). With the default lat_preempt_ns
+    the probe preempts a hog that has run that long. The waits are printed as measured;
+    what is asserted is that the timer and the preemption ran only when on and the
+    scheduler stayed attached."""
     r = guest_json(vm, "slicetimer", "--seconds", "6")
     runs = r["runs"]
-    print(f"\nslice timer on {vm_kernel}: probe wakeup lateness p50/p99 (us)")
+    print(f"\nlatency-critical behind latency-critical on {vm_kernel}: probe wakeup "
+          "lateness p50/p99 (us)")
     for name, run in runs.items():
         print(f"  {name:14} n={run['n']:5} p50={run['p50_us']:8.0f} p99={run['p99_us']:8.0f} "
-              f"kicks={run['nr_slice_kicks']}")
+              f"slice kicks={run['nr_slice_kicks']} lat preempts={run['nr_lat_preempts']}")
     off = [runs["ticks_only"], runs["ticks_only_2"]]
-    on = [runs["slice_timer"], runs["slice_timer_2"]]
-    print(f"  p50 ratio ticks/timer: {off[0]['p50_us'] / on[0]['p50_us']:.1f}, "
-          f"{off[1]['p50_us'] / on[1]['p50_us']:.1f}")
-    for run in off + on:
+    timer = [runs["slice_timer"], runs["slice_timer_2"]]
+    pre = [runs["lat_preempt"], runs["lat_preempt_2"]]
+    print(f"  p50 ratio ticks/timer: {off[0]['p50_us'] / timer[0]['p50_us']:.1f}, "
+          f"{off[1]['p50_us'] / timer[1]['p50_us']:.1f}; timer/preemption: "
+          f"{timer[0]['p50_us'] / pre[0]['p50_us']:.1f}, "
+          f"{timer[1]['p50_us'] / pre[1]['p50_us']:.1f}")
+    for run in off + timer + pre:
         assert run["state"] == "enabled" and run["exit"]["kind"] == 0, run["exit"]
         assert run["n"] > 50 and run["slice_timer_broken"] == 0
     assert all(run["nr_slice_kicks"] == 0 for run in off)
-    assert all(run["nr_slice_kicks"] > 0 for run in on)
+    assert all(run["nr_slice_kicks"] > 0 for run in timer)
+    assert all(run["nr_lat_preempts"] == 0 for run in off + timer)
+    assert all(run["nr_lat_preempts"] > 0 for run in pre)
     assert r["state_unloaded"] == "disabled"
 
 

@@ -585,15 +585,19 @@ def scenario_starve(args) -> dict:
 
 def scenario_slicetimer(args) -> dict:
     """Latency-critical work behind latency-critical work: CPU hogs and the 1 ms probe
-    in one latency-critical class, so a probe wakeup finds no CPU it may preempt and
-    waits on LAT_DSQ for a slice to end. With slice_timer_ns = 0 slices end at ticks
-    (10 ms at HZ=100); with the default the timer ends them at about 1 ms."""
+    in one latency-critical class. With lat_preempt_ns out of reach a probe wakeup finds
+    no CPU it may preempt and waits on LAT_DSQ for a slice to end: with slice_timer_ns
+    = 0 at a tick (10 ms at HZ=100), with the default timer at about 1 ms. With the
+    default lat_preempt_ns the probe preempts a hog that has run that long."""
     ncpu = os.cpu_count() or 1
     crit = cg_make("slo_st_crit")
     res = {"ncpu": ncpu, "hz_tick_ms": None, "runs": {}}
+    no_lat_preempt = {"lat_preempt_ns": 3600 * 10**9}
     try:
-        for name, tun in (("ticks_only", {"slice_timer_ns": 0}), ("slice_timer", {}),
-                          ("ticks_only_2", {"slice_timer_ns": 0}), ("slice_timer_2", {})):
+        for name, tun in (("ticks_only", {"slice_timer_ns": 0, **no_lat_preempt}),
+                          ("slice_timer", no_lat_preempt), ("lat_preempt", {}),
+                          ("ticks_only_2", {"slice_timer_ns": 0, **no_lat_preempt}),
+                          ("slice_timer_2", no_lat_preempt), ("lat_preempt_2", {})):
             load(**tun)
             setup_lat_class()
             set_cgroup_class(crit, LAT_CLASS)
@@ -603,8 +607,10 @@ def scenario_slicetimer(args) -> dict:
             out = probe_result(probe, args.seconds + 120)
             h.kill()
             h.wait(timeout=60)
-            out["nr_slice_kicks"] = read_bss().get("nr_slice_kicks")
-            out["slice_timer_broken"] = read_bss().get("slice_timer_broken")
+            bss = read_bss()
+            out["nr_slice_kicks"] = bss.get("nr_slice_kicks")
+            out["nr_lat_preempts"] = bss.get("nr_lat_preempts")
+            out["slice_timer_broken"] = bss.get("slice_timer_broken")
             out["state"] = scx_state()
             out["exit"] = read_exit()
             res["runs"][name] = out
