@@ -14,7 +14,7 @@
  *  - Latency-critical classes: on wakeup take an idle CPU if there is one;
  *    otherwise queue on LAT_DSQ ordered by deadline (wakeup + class budget)
  *    and preempt one CPU that runs lower-class work (SCX_KICK_PREEMPT), or
- *    else its own CPU if the latency-critical task there has run
+ *    else (lat_preempt_ns set) its own CPU if the latency-critical task has run
  *    lat_preempt_ns and is not due before it (it queues again by a fresh
  *    deadline). A waker claims its victim atomically; the claim ends when
  *    the victim reschedules or after KICK_CLAIM_NS, so one kick per CPU is
@@ -90,7 +90,7 @@ const volatile u32 batch_floor_pct = 5;
 const volatile u32 timeout_ms = 5000;
 const volatile u32 miss_frac_pct = 100;
 const volatile u64 slice_timer_ns = 1ULL * 1000 * 1000;	/* slice ends enforced this finely; 0 = at ticks */
-const volatile u64 lat_preempt_ns = 500ULL * 1000;	/* a latency-critical run this long may be preempted by another */
+const volatile u64 lat_preempt_ns = 0;	/* a latency-critical run this long may be preempted by another; 0 = never */
 
 /* ---- maps shared with user space ---- */
 struct slo_class_entry {
@@ -545,12 +545,12 @@ static __always_inline void task_count_out(struct task_ctx *tctx)
 /*
  * The cgroup's share of the machine, SLO_W_ONE = all of it (at least 1). Below
  * the root the fractions change only when a cgroup's activity does (hw_gen), so
- * their product is cached per cgroup; at the root, with @root_tasks, the
- * children also compete with the root's own tasks (kernel threads, daemons
- * outside any slice), which come and go on every wakeup, so that last fraction
- * is taken live. A global function: verified once. Safe in any context.
+ * their product is cached per cgroup; at the root, the children also compete
+ * with the root's own tasks (kernel threads, daemons outside any slice), which
+ * come and go on every wakeup, so that last fraction is taken live. A global
+ * function: verified once. Safe in any context.
  */
-__noinline u64 cg_hweight(u64 cgid, u32 root_tasks)
+__noinline u64 cg_hweight(u64 cgid)
 {
 	struct cg_info *ci, *c, *pi, *root;
 	u64 gen = hw_gen, hw = SLO_W_ONE, top_w = 0;
@@ -585,7 +585,7 @@ __noinline u64 cg_hweight(u64 cgid, u32 root_tasks)
 	}
 	hw = ci->hw;
 	top_w = ci->top_w;
-	root = root_tasks ? bpf_map_lookup_elem(&slo_cg_info, &root_cgid) : NULL;
+	root = bpf_map_lookup_elem(&slo_cg_info, &root_cgid);
 	if (top_w && root) {
 		sum = root->child_w + root->task_w;
 		if (sum < (s64)top_w)
@@ -597,10 +597,7 @@ __noinline u64 cg_hweight(u64 cgid, u32 root_tasks)
 
 /*
  * Entitlement of a latency-critical cgroup: it accrues run time at its share
- * of the machine among the other cgroups (cg_hweight without the root's own
- * tasks: kernel threads and strays in the root cgroup are no pod's request to
- * protect, and sampled at each charge they would shrink a lone pod's share to
- * a fraction; SLO_W_ONE = one CPU, times the CPUs) and spends
+ * of the machine (cg_hweight, SLO_W_ONE = one CPU, times the CPUs) and spends
  * every ns its tasks run, whether they were served first or by weight (so
  * that served by weight it can earn its way back, but no faster than its
  * share). At most ENTITLE_WINDOW_NS of share is banked. A global function:
@@ -614,7 +611,7 @@ __noinline int lat_charge(u64 cgid, u64 used, u64 now)
 
 	if (!ci)
 		return 0;
-	rate = cg_hweight(cgid, 0) * scx_bpf_nr_cpu_ids();
+	rate = cg_hweight(cgid) * scx_bpf_nr_cpu_ids();
 	cap = ENTITLE_WINDOW_NS * rate / SLO_W_ONE;
 	last = ci->lat_refill_at;
 	/* one CPU credits the time since the last refill; a racing one credits none */
@@ -770,7 +767,7 @@ static __always_inline bool victim_ok(struct cpu_ctx *cc, u64 now, u64 dl, bool 
 	u64 at;
 
 	if (cc->cur == CUR_LAT) {
-		if (!lat || now - cc->run_since < lat_preempt_ns ||
+		if (!lat || !lat_preempt_ns || now - cc->run_since < lat_preempt_ns ||
 		    slo_time_before(now + cc->cur_budget, dl))
 			return false;
 	} else if (cc->cur != CUR_BATCH || cc->floor_boost) {
@@ -869,7 +866,7 @@ static __always_inline u64 vtime_charge(struct task_struct *p, struct task_ctx *
 	if (tctx->counted_cgid) {
 		struct cg_info *ci = bpf_map_lookup_elem(&slo_cg_info, &tctx->counted_cgid);
 
-		hw = cg_hweight(tctx->counted_cgid, 1);
+		hw = cg_hweight(tctx->counted_cgid);
 		if (ci && ci->task_w > 0) {
 			tw = ci->task_w + SLO_MAX(ci->child_w, 0LL);
 			pw = tctx->counted_w;

@@ -588,16 +588,17 @@ def scenario_slicetimer(args) -> dict:
     in one latency-critical class. With lat_preempt_ns out of reach a probe wakeup finds
     no CPU it may preempt and waits on LAT_DSQ for a slice to end: with slice_timer_ns
     = 0 at a tick (10 ms at HZ=100), with the default timer at about 1 ms. With the
-    default lat_preempt_ns the probe preempts a hog that has run that long."""
+    lat_preempt_ns = 500 us the probe preempts a hog that has run that long."""
     ncpu = os.cpu_count() or 1
     crit = cg_make("slo_st_crit")
     res = {"ncpu": ncpu, "hz_tick_ms": None, "runs": {}}
-    no_lat_preempt = {"lat_preempt_ns": 3600 * 10**9}
+    no_lat_preempt = {"lat_preempt_ns": 0}
+    lat_preempt = {"lat_preempt_ns": 500_000}
     try:
         for name, tun in (("ticks_only", {"slice_timer_ns": 0, **no_lat_preempt}),
-                          ("slice_timer", no_lat_preempt), ("lat_preempt", {}),
+                          ("slice_timer", no_lat_preempt), ("lat_preempt", lat_preempt),
                           ("ticks_only_2", {"slice_timer_ns": 0, **no_lat_preempt}),
-                          ("slice_timer_2", no_lat_preempt), ("lat_preempt_2", {})):
+                          ("slice_timer_2", no_lat_preempt), ("lat_preempt_2", lat_preempt)):
             load(**tun)
             setup_lat_class()
             set_cgroup_class(crit, LAT_CLASS)
