@@ -199,7 +199,7 @@ def test_generation_churn_under_saturation_keeps_the_scheduler(smp_vm):
 @pytest.mark.vm
 def test_slice_timer_and_lat_preemption_end_latency_critical_runs(vm, vm_kernel):
     """Latency-critical hogs and the 1 ms probe in one latency-critical class (1 vCPU).
-    With lat_preempt_ns out of reach a probe wakeup can preempt nobody and waits for a
+    With lat_preempt_ns = 0 (off) a probe wakeup can preempt nobody and waits for a
     slice to end: with slice_timer_ns = 0 at a tick, with the default 1 ms timer when
     the timer ends it (it kicks CPUs past their slice). With lat_preempt_ns = 500 us
     the probe preempts a hog that has run that long. The waits are printed as measured;
