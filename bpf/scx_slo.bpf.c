@@ -600,24 +600,33 @@ __noinline u64 cg_hweight(u64 cgid)
  * of the machine (cg_hweight, SLO_W_ONE = one CPU, times the CPUs) and spends
  * every ns its tasks run, whether they were served first or by weight (so
  * that served by weight it can earn its way back, but no faster than its
- * share). At most ENTITLE_WINDOW_NS of share is banked. A global function:
- * verified once. Safe in any context.
+ * share). At most ENTITLE_WINDOW_NS of share is banked. A cgroup alone
+ * (share 1: no sibling active anywhere up the tree) owes nobody: its bank is
+ * full, as at the start. Otherwise one that saturates the machine alone would
+ * never pay off a debt from a moment's competition, since its share and its
+ * use are then both every CPU. A global function: verified once. Safe in any
+ * context.
  */
 __noinline int lat_charge(u64 cgid, u64 used, u64 now)
 {
 	struct cg_info *ci = bpf_map_lookup_elem(&slo_cg_info, &cgid);
-	u64 rate, cap, last, dt, earned = 0;
+	u64 hw, rate, cap, last, dt, earned = 0;
 	s64 tokens;
 
 	if (!ci)
 		return 0;
-	rate = cg_hweight(cgid) * scx_bpf_nr_cpu_ids();
+	hw = cg_hweight(cgid);
+	rate = hw * scx_bpf_nr_cpu_ids();
 	cap = ENTITLE_WINDOW_NS * rate / SLO_W_ONE;
 	last = ci->lat_refill_at;
 	/* one CPU credits the time since the last refill; a racing one credits none */
 	if (slo_time_before(last, now) && __sync_bool_compare_and_swap(&ci->lat_refill_at, last, now)) {
 		dt = last ? now - last : ENTITLE_WINDOW_NS;
 		earned = SLO_MIN(dt, ENTITLE_WINDOW_NS) * rate / SLO_W_ONE;
+	}
+	if (hw >= SLO_W_ONE) {
+		ci->lat_tokens = cap;
+		return 0;
 	}
 	tokens = __sync_add_and_fetch(&ci->lat_tokens, (s64)earned - (s64)used);
 	if (tokens > (s64)cap)
@@ -1177,7 +1186,12 @@ void BPF_STRUCT_OPS(slo_dispatch, s32 cpu, struct task_struct *prev)
 		slo_dsq_move_to_local(THROTTLE_DSQ);
 }
 
-/* runnable: stamp wakeups and count the task against its cgroup's runnable tasks. */
+/*
+ * runnable: stamp wakeups and count the task against its cgroup's runnable
+ * tasks. Per-CPU kthreads run ahead of both DSQs, outside the shares, so they
+ * count in no cgroup: a kworker waking would otherwise halve, for an instant,
+ * the share of every top-level cgroup beside the root's own tasks.
+ */
 void BPF_STRUCT_OPS(slo_runnable, struct task_struct *p, u64 enq_flags)
 {
 	struct task_ctx *tctx = task_ctx_fresh(p);
@@ -1186,7 +1200,7 @@ void BPF_STRUCT_OPS(slo_runnable, struct task_struct *p, u64 enq_flags)
 		return;
 	if (enq_flags & SCX_ENQ_WAKEUP)
 		tctx->wake_at = now_ns();
-	if (!tctx->counted_cgid && tctx->cgid)
+	if (!tctx->counted_cgid && tctx->cgid && !is_pcpu_kthread(p))
 		task_count_in(tctx, p, tctx->cgid);
 }
 

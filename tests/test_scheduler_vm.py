@@ -211,7 +211,8 @@ def test_slice_timer_and_lat_preemption_end_latency_critical_runs(vm, vm_kernel)
           "lateness p50/p99 (us)")
     for name, run in runs.items():
         print(f"  {name:14} n={run['n']:5} p50={run['p50_us']:8.0f} p99={run['p99_us']:8.0f} "
-              f"slice kicks={run['nr_slice_kicks']} lat preempts={run['nr_lat_preempts']}")
+              f"slice kicks={run['nr_slice_kicks']} lat preempts={run['nr_lat_preempts']} "
+              f"fallbacks={run['nr_fallbacks']} over share={run['nr_over_share']}")
     off = [runs["ticks_only"], runs["ticks_only_2"]]
     timer = [runs["slice_timer"], runs["slice_timer_2"]]
     pre = [runs["lat_preempt"], runs["lat_preempt_2"]]

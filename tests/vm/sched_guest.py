@@ -612,6 +612,9 @@ def scenario_slicetimer(args) -> dict:
             out["nr_slice_kicks"] = bss.get("nr_slice_kicks")
             out["nr_lat_preempts"] = bss.get("nr_lat_preempts")
             out["slice_timer_broken"] = bss.get("slice_timer_broken")
+            st = read_stats().get(LAT_CLASS, {})
+            out["nr_fallbacks"] = st.get("nr_fallbacks")
+            out["nr_over_share"] = st.get("nr_over_share")
             out["state"] = scx_state()
             out["exit"] = read_exit()
             res["runs"][name] = out
