@@ -106,6 +106,8 @@ def test_metrics_endpoint(scenario):
 def test_kill_and_term_hand_off_without_a_gap(scenario):
     assert scenario["kill_adopted"], scenario["events"]
     assert scenario["term_enabled_rc"] == 0
+    print(f"\nSIGTERM hand-off took {scenario['term_enabled_s']:.1f} s, the detach "
+          f"{scenario['term_disabled_s']:.1f} s")
     assert "handing off" in scenario["term_enabled_log"]
     assert scenario["term_adopted"]
     assert scenario["state_samples"] > 100

@@ -155,7 +155,7 @@ class Sampler(threading.Thread):
 def start_agent(tag: str) -> subprocess.Popen:
     log = open(WORK / f"agent-{tag}.log", "w")
     return subprocess.Popen(
-        [sys.executable, "-m", "scx_slo", "run", "--user-data", str(WORK / "user-data"),
+        [sys.executable, "-X", "faulthandler", "-m", "scx_slo", "run", "--user-data", str(WORK / "user-data"),
          "--state-dir", str(WORK / "state"), "--cri-socket", CRI_SOCK, "--api-socket", API_SOCK,
          "--name", NAME, "--interval", "2", "--resync", "30"],
         stdout=log, stderr=subprocess.STDOUT)
@@ -163,6 +163,21 @@ def start_agent(tag: str) -> subprocess.Popen:
 
 def agent_log(tag: str) -> str:
     return (WORK / f"agent-{tag}.log").read_text()
+
+
+def term(agent: subprocess.Popen, tag: str, timeout: float = 30) -> tuple[int, float]:
+    """SIGTERM the agent; its exit code and the seconds it took. One that does not exit
+    in time is made to dump every thread's stack (faulthandler, on SIGABRT) and the
+    failure shows where."""
+    t0 = time.monotonic()
+    agent.send_signal(signal.SIGTERM)
+    try:
+        return agent.wait(timeout=timeout), time.monotonic() - t0
+    except subprocess.TimeoutExpired:
+        agent.send_signal(signal.SIGABRT)
+        agent.wait(timeout=30)
+        raise SystemExit(f"agent {tag} did not exit within {timeout:g} s of SIGTERM; "
+                         f"its log:\n{agent_log(tag)[-6000:]}") from None
 
 
 def main() -> None:
@@ -266,8 +281,7 @@ def main() -> None:
     out["kill_adopted"] = bool(adopted)
 
     # SIGTERM while still enabled in the API: hand off, then adopt again.
-    agent.send_signal(signal.SIGTERM)
-    out["term_enabled_rc"] = agent.wait(timeout=30)
+    out["term_enabled_rc"], out["term_enabled_s"] = term(agent, "2")
     out["term_enabled_log"] = agent_log("2")[-600:]
     time.sleep(1)
     agent = start_agent("3")
@@ -304,8 +318,7 @@ def main() -> None:
 
     # SIGTERM after the operator disabled the container: detach and unpin.
     ApiClient(API_SOCK).set_settings({"host-containers": {NAME: {"enabled": False}}})
-    agent.send_signal(signal.SIGTERM)
-    out["term_disabled_rc"] = agent.wait(timeout=30)
+    out["term_disabled_rc"], out["term_disabled_s"] = term(agent, tag)
     out["state_after_disable"] = wait_for(lambda: state() == "disabled" and "disabled", 10) or state()
     out["pins_after_disable"] = pin_names()
     out["last_agent_log"] = agent_log(tag)[-1500:]
