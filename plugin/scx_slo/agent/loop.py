@@ -75,6 +75,9 @@ class Agent:
         self._last_stats: dict[int, dict] = {}
         self.metrics_server = None
         self.bw_feed = None     # cpu.max from cgroupfs, on kernels that do not pass it
+        self.node_settings = None   # the node's own settings (Loaded): merged with policies
+        self.policies = None        # PolicyWatch, with [kubernetes] enabled
+        self._refused: dict[str, tuple] = {}    # policy name -> (generation, issues) logged
 
     # -- configuration -----------------------------------------------------------------
     def load_config(self) -> None:
@@ -85,8 +88,58 @@ class Agent:
             self.out.error(f"settings refused, running with the {eff.source} configuration: "
                            f"{eff.error}", source=eff.source)
         self.config, self.config_source = eff.config, eff.source
+        self.node_settings = eff.loaded
         self.out.log(f"settings: {len(eff.config.classes) - 1} SLO class(es), "
                      f"{len(eff.config.rules)} rule(s), from {eff.source}", source=eff.source)
+
+    # -- cluster policy ----------------------------------------------------------------
+    def start_policies(self) -> None:
+        """With [kubernetes] enabled: watch the cluster's SloPolicy objects."""
+        from scx_slo.agent.policies import PolicyApiError, PolicyWatch, api_client
+
+        k = self.config.kubernetes
+        if not k.enabled:
+            return
+        try:
+            client = api_client(k.kubeconfig, k.host_root)
+        except PolicyApiError as e:
+            self.out.error(f"{e}; running with the node's settings only")
+            return
+        self.policies = PolicyWatch(client).start()
+        where = "the pod's service account" if k.kubeconfig is None else \
+            f"{k.kubeconfig}" + (f" under {k.host_root}" if k.host_root else "")
+        self.out.log(f"cluster policy: watching SloPolicy objects (credentials: {where})")
+
+    def apply_policies(self) -> None:
+        """Merge the policies as last seen with the node's settings; apply a change to
+        the maps (no reload); log each refusal once; write the verdicts back."""
+        from scx_slo.settings.cluster import merge
+
+        snapshot = self.policies.snapshot()
+        if snapshot is None or self.node_settings is None:
+            return
+        merged = merge(self.node_settings.text, snapshot)
+        for name, v in merged.verdicts.items():
+            seen = (v.generation, v.issues)
+            if not v.accepted and self._refused.get(name) != seen:
+                for issue in v.issues:
+                    self.out.error(f"cluster policy refused: {issue}", policy=name)
+            self._refused[name] = seen
+        for note in merged.notes:
+            log.info("cluster policy: %s", note)
+        config = merged.loaded.config
+        accepted = sorted(n for n, v in merged.verdicts.items() if v.accepted)
+        if (config.classes, config.rules, config.annotations) != \
+                (self.config.classes, self.config.rules, self.config.annotations):
+            self.config = config
+            self.config_source = f"{self.node_settings.filename} + SloPolicy " \
+                                 f"{', '.join(accepted) or '(none)'}"
+            self.configure_classes()
+            self.reconcile()
+            self.out.log(f"settings: {len(config.classes) - 1} SLO class(es), "
+                         f"{len(config.rules)} rule(s), from {self.config_source}",
+                         source="cluster")
+        self.policies.report(merged.verdicts)
 
     # -- the scheduler -----------------------------------------------------------------
     def _object(self) -> tuple[str, str]:
@@ -341,6 +394,7 @@ class Agent:
             self.out.error(f"could not start the scheduler: {e}")
             return 1
         self.start_metrics()
+        self.start_policies()
         from scx_slo.agent.cgroups import CgroupWatcher, glob_watch_dirs
         from scx_slo.agent.reconcile import cgroup_patterns
 
@@ -348,14 +402,19 @@ class Agent:
                                 extra_dirs=glob_watch_dirs(cgroup_patterns(self.config)))
         Reporter.notify(f"{OPS_NAME} attached", ready=True)
         next_report = time.monotonic()
+        # a policy change waits for the next poll: poll more often while policies are read
+        poll_s = 0.25 if self.policies is not None else 1.0
         try:
             while not self.stop_event.is_set():
-                changes = watcher.poll(timeout=1.0)
+                changes = watcher.poll(timeout=poll_s)
                 if self.stop_event.is_set() or self.given_up:
                     continue
                 if not self.healthy():
                     self.handle_exit()
                     continue
+                if self.policies is not None and self.policies.changed.is_set():
+                    self.policies.changed.clear()
+                    self.apply_policies()
                 if changes:
                     self.reconcile()
                 if time.monotonic() >= next_report:
@@ -364,6 +423,8 @@ class Agent:
                     next_report = time.monotonic() + self.opts.interval
         finally:
             watcher.close()
+            if self.policies is not None:
+                self.policies.stop()
             self.stop_metrics()
             self.shutdown()
         return 0

@@ -59,6 +59,20 @@ class Scheduler:
         return str(default_object_path())
 
 
+IN_CLUSTER = "in-cluster"
+
+
+@dataclass(frozen=True)
+class Kubernetes:
+    """Where the agent reads SloPolicy objects (settings/cluster.py) from."""
+
+    enabled: bool = False
+    # the kubelet's kubeconfig on a Bottlerocket aws-k8s node, read under host_root;
+    # None: the pod's service account (the DaemonSet)
+    kubeconfig: str | None = "/etc/kubernetes/kubelet/kubeconfig"
+    host_root: str | None = "/.bottlerocket/rootfs"   # None: paths as written
+
+
 @dataclass(frozen=True)
 class SloClass:
     id: int
@@ -136,6 +150,7 @@ class Config:
     classes: tuple[SloClass, ...]      # classes[0] is the default class; classes[i].id == i
     rules: tuple[Rule, ...]
     annotations: Annotations
+    kubernetes: Kubernetes = field(default_factory=Kubernetes)
 
     def class_named(self, name: str) -> SloClass | None:
         return next((c for c in self.classes if c.name == name), None)

@@ -26,12 +26,13 @@ MAX_NESTING = 16                # no legitimate key is nested deeper than this
 MS, US, S = model.MS, model.US, model.S
 
 # Allowed keys per section; the schema settings/schema.md documents the same.
-TOP_KEYS = ("scheduler", "class", "rule", "annotations")
+TOP_KEYS = ("scheduler", "class", "rule", "annotations", "kubernetes")
 SCHEDULER_KEYS = ("object", "sha256", "slice", "batch-floor", "watchdog-timeout", "metrics")
 METRICS_KEYS = ("enabled", "listen")
 CLASS_KEYS = ("name", "p99", "weight", "slice", "miss-threshold")
 RULE_KEYS = ("class", "namespace", "labels", "annotations", "cgroup")
 ANNOTATION_KEYS = ("enabled", "key", "namespaces", "tightest")
+KUBERNETES_KEYS = ("enabled", "kubeconfig", "host-root")
 
 # (min, max) of each bounded value
 SLICE_RANGE = (100 * US, 100 * MS)
@@ -393,6 +394,29 @@ def _annotations(c: _Checker, doc: dict) -> model.Annotations | None:
                              tightest_ns=tightest)
 
 
+def _kubernetes(c: _Checker, doc: dict) -> model.Kubernetes | None:
+    path = ("kubernetes",)
+    t = c.table(doc, "kubernetes", ()) or {}
+    c.unknown_keys(t, KUBERNETES_KEYS, path)
+    d = model.Kubernetes()
+    enabled = c.get(t, "enabled", path, bool, d.enabled)
+    kubeconfig = c.get(t, "kubeconfig", path, str, d.kubeconfig)
+    if kubeconfig is not None and kubeconfig != model.IN_CLUSTER and not kubeconfig.startswith("/"):
+        c.issue(path + ("kubeconfig",), f"{kubeconfig!r}: an absolute path, or "
+                                        f"\"{model.IN_CLUSTER}\" for the pod's service account")
+        kubeconfig = None
+    root = c.get(t, "host-root", path, str, d.host_root)
+    if root is not None and not root.startswith("/"):
+        c.issue(path + ("host-root",), f"{root!r} must be an absolute path (\"/\": paths as "
+                                       "written)")
+        root = None
+    if None in (enabled, kubeconfig, root):
+        return None
+    return model.Kubernetes(enabled=enabled,
+                            kubeconfig=None if kubeconfig == model.IN_CLUSTER else kubeconfig,
+                            host_root=None if root == "/" else root)
+
+
 def parse_document(text: str, filename: str) -> tomlkit.TOMLDocument:
     """tomlkit-parse TEXT; a syntax error becomes a located ValidationError."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
@@ -450,11 +474,13 @@ def validate_text(text: str, filename: str = "<user-data>") -> Loaded:
             names = {model.DEFAULT_CLASS_NAME: 0}
         rules = _rules(c, plain, names)
     ann = _annotations(c, plain)
+    kube = _kubernetes(c, plain)
     if c.issues:
         c.issues.sort(key=lambda i: (i.line, i.col))
         raise ValidationError(c.issues)
-    assert sched is not None and classes is not None and rules is not None and ann is not None
-    config = model.Config(scheduler=sched, classes=classes, rules=rules, annotations=ann)
+    assert None not in (sched, classes, rules, ann, kube)
+    config = model.Config(scheduler=sched, classes=classes, rules=rules, annotations=ann,
+                          kubernetes=kube)
     return Loaded(config=config, provenance=c.prov, filename=filename, text=text, document=doc)
 
 
