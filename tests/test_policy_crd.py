@@ -250,3 +250,48 @@ def test_invalid_user_data_is_the_nodes_error():
     with pytest.raises(ValidationError) as e:
         merge('[scheduler]\nslice = "1h"\n', [])
     assert e.value.issues[0].file == "<user-data>"
+
+
+# -- RBAC -----------------------------------------------------------------------------
+
+def rendered_rbac(**values) -> list[dict]:
+    from test_deploy import render_chart
+
+    return [d for d in render_chart({"policy": {"enabled": True, **values}})
+            if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")]
+
+
+def test_rbac_lets_the_agent_read_policies_and_write_their_status():
+    docs = rendered_rbac()
+    for doc in docs:
+        for v in K8S_VERSIONS:
+            kubernetes_validate.validate(doc, v, strict=True)
+    kinds = {d["kind"]: d for d in docs}
+    rules = {tuple(r["resources"]): set(r["verbs"]) for r in kinds["ClusterRole"]["rules"]}
+    assert all(r["apiGroups"] == [cluster.GROUP] for r in kinds["ClusterRole"]["rules"])
+    assert rules == {(cluster.PLURAL,): {"get", "list", "watch"},
+                     (f"{cluster.PLURAL}/status",): {"get", "patch"}}
+    subjects = kinds["ClusterRoleBinding"]["subjects"]
+    assert {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io",
+            "name": "system:nodes"} in subjects
+    assert {"kind": "ServiceAccount", "name": "scx-slo", "namespace": "kube-system"} in subjects
+    assert not any(s["kind"] == "Group" for s in
+                   next(d for d in rendered_rbac(bindNodes=False)
+                        if d["kind"] == "ClusterRoleBinding")["subjects"])
+
+
+def test_the_daemonset_gets_its_service_account_only_with_policies():
+    from test_deploy import by_kind, render_chart
+
+    off = by_kind(render_chart())["DaemonSet"]["spec"]["template"]["spec"]
+    on = by_kind(render_chart({"policy": {"enabled": True}}))["DaemonSet"]["spec"]["template"]["spec"]
+    assert off["automountServiceAccountToken"] is False and "serviceAccountName" not in off
+    assert on["automountServiceAccountToken"] is True and on["serviceAccountName"] == "scx-slo"
+    assert not [d for d in render_chart() if d["kind"] in ("ClusterRole", "ServiceAccount")]
+
+
+def test_static_rbac_is_the_rendered_chart():
+    static = [d for d in yaml.safe_load_all((REPO / "deploy" / "slopolicy-rbac.yaml").read_text())
+              if d]
+    assert static == rendered_rbac(), \
+        "deploy/slopolicy-rbac.yaml differs from the chart's rbac.yaml rendered with policy.enabled"
