@@ -33,10 +33,23 @@ def next_build(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def scenario(vm_factory, next_build):
-    vm = vm_factory(cpus=2, trees={"/opt/scx-slo/next": next_build})
-    r = vm.run(["python3", "/opt/scx-slo/src/tests/vm/agent_scenario.py",
-                "--next-object", "/opt/scx-slo/next/scx_slo.bpf.o"], timeout=900)
+def agent_vm(vm_factory, next_build):
+    return vm_factory(cpus=2, trees={"/opt/scx-slo/next": next_build})
+
+
+@pytest.fixture(scope="module")
+def scenario(agent_vm):
+    r = agent_vm.run(["python3", "/opt/scx-slo/src/tests/vm/agent_scenario.py",
+                      "--next-object", "/opt/scx-slo/next/scx_slo.bpf.o"], timeout=900)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def policy(agent_vm, scenario):
+    """tests/vm/policy_scenario.py, in the same machine after the agent scenario (which
+    leaves the scheduler detached and unpinned)."""
+    r = agent_vm.run(["python3", "/opt/scx-slo/src/tests/vm/policy_scenario.py"], timeout=600)
     assert r.returncode == 0, r.stderr[-4000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -133,3 +146,32 @@ def test_term_when_disabled_detaches_and_unpins(scenario):
     assert scenario["term_disabled_rc"] == 0
     assert scenario["state_after_disable"] == "disabled", scenario["last_agent_log"]
     assert scenario["pins_after_disable"] == []
+
+
+# -- cluster policy (SloPolicy objects from a Kubernetes API server) -----------------------
+
+def test_a_policy_reaches_the_maps_without_a_reload(policy):
+    assert policy["attached"] and policy["watching"], policy["agent_log"]
+    assert policy["before"] == {"web": 1, "shop": 0, "batch": 0}, policy
+    assert policy["applied"] == {"web": 1, "shop": 2, "batch": 0}, policy["agent_log"]
+    print(f"\nSloPolicy applied to the maps {policy['applied_s'] * 1000:.0f} ms after the "
+          "API server had it (2 vCPUs under emulation, batch saturating)")
+    assert policy["states"] == ["enabled"] and policy["samples"] > 100
+    assert policy["loads"] == 1, policy["agent_log"]
+    assert "SloPolicy shop" in policy["agent_log"]
+
+
+def test_a_broken_policy_is_refused_and_changes_nothing(policy):
+    assert policy["refused_logged"], policy["agent_log"]
+    assert policy["after_broken"] == policy["applied"]
+    cond = policy["status_broken"]["conditions"][0]
+    assert (cond["type"], cond["status"], cond["reason"]) == ("Accepted", "False", "Invalid")
+    assert cond["message"].startswith("SloPolicy broken: spec.classes[0].p99: '1ns' is out of")
+
+
+def test_the_verdict_is_in_the_status_and_a_deleted_policy_goes(policy):
+    st = policy["status_shop"]
+    assert st["observedGeneration"] == 1
+    assert st["conditions"][0]["status"] == "True", st
+    assert policy["deleted"]
+    assert policy["term_rc"] == 0 and policy["state_after"] == "disabled"

@@ -295,3 +295,24 @@ def test_static_rbac_is_the_rendered_chart():
               if d]
     assert static == rendered_rbac(), \
         "deploy/slopolicy-rbac.yaml differs from the chart's rbac.yaml rendered with policy.enabled"
+
+
+# -- the CLI: a policy checked against a node's settings before kubectl apply -----------
+
+def test_validate_with_policies_merges_them_as_a_node_would(tmp_path, capsys):
+    from scx_slo.cli import main
+
+    demo = REPO / "settings" / "examples" / "guide-demo.toml"
+    assert main(["settings", "validate", str(demo), "--policy", str(EXAMPLE)]) == 0
+    out = capsys.readouterr().out
+    assert "SloPolicy web-tier: accepted" in out
+    assert "merged: 3 classes + default (frontend, interactive, web), 3 rules" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"apiVersion: {cluster.GROUP}/{cluster.VERSION}\nkind: SloPolicy\n"
+                   "metadata: {name: bad}\nspec:\n  classes: [{name: x, p99: 1ns}]\n")
+    assert main(["settings", "validate", str(demo), "--policy", str(bad)]) == 1
+    assert "refused: SloPolicy bad: spec.classes[0].p99: '1ns' is out of range: allowed " \
+           "100us..60s" in capsys.readouterr().out
+    bad.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+    assert main(["settings", "validate", str(demo), "--policy", str(bad)]) == 1
+    assert f"{bad}: document 0: not a SloPolicy" in capsys.readouterr().err

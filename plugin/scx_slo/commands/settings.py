@@ -1,6 +1,6 @@
 """`scx-slo settings`: validate, render, apply and show the SLO settings.
 
-  scx-slo settings validate FILE
+  scx-slo settings validate FILE [--policy SLOPOLICY.yaml ...]
   scx-slo settings render FILE --for bottlerocket|apiclient|launch-template|karpenter|eksctl
                                [--name NAME] [--source IMAGE]
   scx-slo settings apply FILE [--name NAME] [--socket PATH]
@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("validate", help="check a settings file; exit 0 if valid, 1 if not")
     p.add_argument("file", metavar="FILE")
+    p.add_argument("--policy", action="append", default=[], metavar="YAML",
+                   help="SloPolicy objects (YAML, as for kubectl apply) to merge with FILE as a "
+                        "node would; exit 1 if any is refused (repeatable)")
 
     p = sub.add_parser("render", help="the snippet that carries FILE to a Bottlerocket node")
     p.add_argument("file", metavar="FILE")
@@ -70,12 +73,45 @@ def _validate(args) -> int:
     c = loaded.config
     print(f"{args.file}: ok ({len(c.classes) - 1} classes + default, {len(c.rules)} rules, "
           f"annotations {'on' if c.annotations.enabled else 'off'})")
+    if args.policy:
+        return _merge_policies(loaded.text, args.policy)
     size = user_data_size(loaded.text)
     if size > EC2_USER_DATA_LIMIT:
         print(f"{args.file}: warning: as Bottlerocket user data this is {size} bytes, over "
               f"EC2's {EC2_USER_DATA_LIMIT}-byte limit: launch templates, Karpenter and eksctl "
               "cannot carry it (apiclient on running nodes can)", file=sys.stderr)
     return 0
+
+
+def _merge_policies(text: str, files: list[str]) -> int:
+    import yaml
+
+    from scx_slo.errors import ScxSloError
+    from scx_slo.settings.cluster import GROUP, KIND, VERSION, Policy, merge
+
+    policies = []
+    for f in files:
+        try:
+            with open(f, encoding="utf-8") as fh:
+                docs = [d for d in yaml.safe_load_all(fh) if d]
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            raise ScxSloError(f"{f}: cannot read it as YAML: {e}") from None
+        for i, d in enumerate(docs):
+            if not isinstance(d, dict) or d.get("kind") != KIND or \
+                    d.get("apiVersion") != f"{GROUP}/{VERSION}":
+                raise ScxSloError(f"{f}: document {i}: not a {KIND} ({GROUP}/{VERSION})")
+            policies.append(Policy.from_object({**d, "metadata": {"generation": 1,
+                                                                  **(d.get("metadata") or {})}}))
+    merged = merge(text, policies)
+    for note in merged.notes:
+        print(f"note: {note}")
+    for name, v in sorted(merged.verdicts.items()):
+        print(f"SloPolicy {name}: accepted" if v.accepted else
+              "\n".join(f"refused: {issue}" for issue in v.issues))
+    c = merged.loaded.config
+    print(f"merged: {len(c.classes) - 1} classes + default "
+          f"({', '.join(k.name for k in c.classes[1:]) or 'none'}), {len(c.rules)} rules")
+    return 0 if all(v.accepted for v in merged.verdicts.values()) else 1
 
 
 def _render(args) -> int:

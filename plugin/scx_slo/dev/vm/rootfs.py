@@ -26,6 +26,7 @@ MIRROR = "http://deb.debian.org/debian"
 DEBIAN_PACKAGES = [
     "python3", "python3-systemd", "libelf1", "zlib1g", "libcap2", "procps",
     "stress-ng", "util-linux", "kmod", "iproute2",
+    "openssl",          # the fake Kubernetes API server's certificate (tests/fake_kube_api.py)
 ]
 # libbpf >= 1.4: bookworm has 1.1.2, which silently drops .struct_ops.link.
 BACKPORTS = ["libbpf1", "bpftool"]
