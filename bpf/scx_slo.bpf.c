@@ -49,7 +49,9 @@
  *    32) that has waited more than timeout_ms/4, each for a short slice, so
  *    the bound holds however many tasks starve.
  *  - Observability: per-class, per-CPU wakeup-to-run log2 histograms and
- *    counters in slo_stats; ops.exit copies the exit info into slo_exit.
+ *    counters in slo_stats; every SLO miss as a record in the slo_misses ring
+ *    buffer, rate-limited per cgroup; ops.exit copies the exit info into
+ *    slo_exit.
  *
  * Map/tunable names are a contract with the Python loader: see bpf/README.md.
  */
@@ -121,6 +123,18 @@ struct slo_class_stats {
 	u64 run_ns;		/* CPU time consumed by the class */
 	u64 nr_throttled;	/* tasks parked because a cgroup ran out of cpu.max quota */
 	u64 nr_over_share;	/* latency-critical enqueues served as batch: over the cgroup's share */
+	u64 nr_miss_drops;	/* misses not recorded in slo_misses (rate limit, ring full) */
+};
+
+/* One SLO miss, as the agent reads it from slo_misses. */
+struct slo_miss {
+	u64 cgid;		/* the task's cgroup */
+	u64 delay_ns;		/* wakeup to run */
+	u64 at_ns;		/* when it ran (CLOCK_MONOTONIC) */
+	u32 pid;
+	u32 cpu;
+	u32 class_id;
+	u32 pad;
 };
 
 /* cpu.max as user space read it from cgroupfs, for kernels that do not pass it (< 6.17). */
@@ -200,6 +214,8 @@ struct cg_info {
 	u64 bw_seq;		/* slo_cg_bw seq applied */
 	s64 lat_tokens;		/* latency-critical run time it may still take first, ns */
 	u64 lat_refill_at;	/* when lat_tokens last accrued; 0 = never (a full bank) */
+	u64 miss_window;	/* start of the current miss-record window */
+	u32 miss_records;	/* records sent in it */
 };
 
 struct bw_timer {
@@ -227,6 +243,21 @@ struct {
 	__type(key, u64);
 	__type(value, struct cg_info);
 } slo_cg_info SEC(".maps");
+
+/*
+ * Every SLO miss, for per-pod alerts: a cgroup sends at most MISS_RECORDS per
+ * MISS_WINDOW_NS, so a storm in one pod cannot flood the agent or crowd out
+ * the others; the rest are counted (nr_miss_drops), as are records the full
+ * ring refuses.
+ */
+#define MISS_WINDOW_NS	(100ULL * 1000 * 1000)
+#define MISS_RECORDS	16
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} slo_misses SEC(".maps");
+/* Puts struct slo_miss in the object's BTF, where the agent reads the records' layout. */
+const volatile struct slo_miss *slo_miss_layout __attribute__((unused));
 
 struct task_ctx {
 	u64 gen;		/* slo_gen when the class was resolved; ~0 = stale */
@@ -1204,6 +1235,34 @@ void BPF_STRUCT_OPS(slo_runnable, struct task_struct *p, u64 enq_flags)
 		task_count_in(tctx, p, tctx->cgid);
 }
 
+/* A miss into slo_misses, within its cgroup's rate; false: not recorded. */
+static bool record_miss(struct task_struct *p, struct task_ctx *tctx, u64 delay, u64 now)
+{
+	struct cg_info *ci = bpf_map_lookup_elem(&slo_cg_info, &tctx->cgid);
+	struct slo_miss *m;
+
+	if (!ci)
+		return false;
+	if (now - ci->miss_window >= MISS_WINDOW_NS) {
+		ci->miss_window = now;
+		ci->miss_records = 0;
+	}
+	if (__sync_fetch_and_add(&ci->miss_records, 1) >= MISS_RECORDS)
+		return false;
+	m = bpf_ringbuf_reserve(&slo_misses, sizeof(*m), 0);
+	if (!m)
+		return false;
+	m->cgid = tctx->cgid;
+	m->delay_ns = delay;
+	m->at_ns = now;
+	m->pid = p->pid;
+	m->cpu = bpf_get_smp_processor_id();
+	m->class_id = tctx->class_id;
+	m->pad = 0;
+	bpf_ringbuf_submit(m, 0);
+	return true;
+}
+
 /* running: record wakeup-to-run latency and what this CPU now runs. */
 void BPF_STRUCT_OPS(slo_running, struct task_struct *p)
 {
@@ -1244,8 +1303,11 @@ void BPF_STRUCT_OPS(slo_running, struct task_struct *p)
 				b = SLO_HIST_BUCKETS - 1;
 			st->lat_hist[b]++;
 			st->nr_wakeups++;
-			if (lat > tctx->miss_ns)
+			if (lat > tctx->miss_ns) {
 				st->nr_misses++;
+				if (!record_miss(p, tctx, lat, now))
+					st->nr_miss_drops++;
+			}
 		}
 	}
 }

@@ -244,3 +244,24 @@ def test_starvation_bound_holds_for_64_batch_threads(vm):
     assert r["samples"] and all(s == "enabled" for s in r["samples"])
     assert r["nr_starve_rescues"] > 0
     assert r["state_unloaded"] == "disabled"
+
+
+@pytest.mark.vm
+def test_every_miss_is_a_record_or_a_counted_drop(vm):
+    """slo_misses: a storm of SLO misses in one cgroup (a task waking every 2 ms, a 10 us
+    miss threshold, batch hogs) read through libbpf's ring buffer API. Each record names
+    the cgroup, the task and its class; every miss is either a record or in
+    nr_miss_drops; the per-cgroup rate (16 per 100 ms) bounds what arrives."""
+    r = guest_json(vm, "misses", "--seconds", "3")
+    assert r["state"] == "enabled", r["exit"]
+    assert r["records"] > 0, r
+    assert r["cgids"] == [r["cgid"]] and r["pids"] == [r["pid"]] and r["classes"] == [r["class"]]
+    assert r["min_delay_ns"] > 10_000
+    assert r["nr_misses"] == r["records"] + r["nr_miss_drops"], r
+    assert r["nr_miss_drops"] > 0, r            # the storm outran the rate
+    # two 100 ms windows can overlap any 100 ms stretch: at most 2 x 16 in one
+    assert r["max_in_100ms"] <= 32, r
+    assert r["records"] <= 16 * (r["elapsed_s"] / 0.1 + 3), r
+    print(f"\n{r['nr_misses']} misses in {r['elapsed_s']:.1f} s: {r['records']} records, "
+          f"{r['nr_miss_drops']} dropped by the rate limit")
+    assert r["state_unloaded"] == "disabled"

@@ -59,6 +59,16 @@ REQUIRED_MAPS: tuple[MapSpec, ...] = (
 )
 MAPS_BY_NAME = {m.name: m for m in REQUIRED_MAPS}
 
+
+@dataclass(frozen=True)
+class RingSpec:
+    """A ring buffer the agent reads; each record is the C struct RECORD (in the BTF)."""
+    name: str
+    record: str
+
+
+RING_BUFFERS: tuple[RingSpec, ...] = (RingSpec("slo_misses", "slo_miss"),)
+
 # .rodata variables the agent sets before load.
 REQUIRED_TUNABLES = ("slice_ns", "lat_slice_ns", "batch_floor_pct", "timeout_ms",
                      "miss_frac_pct")
@@ -528,10 +538,29 @@ def _check_maps(ctx: _Ctx) -> str:
                     layout.unpack(bytes(layout.size))
                 except BtfError as exc:
                     problems.append(f"{spec.name} {part} ({tname}) cannot be laid out: {exc}")
+    want_ring = kbtf.enum_value("bpf_map_type", "BPF_MAP_TYPE_RINGBUF")
+    for ring in RING_BUFFERS:
+        d = defs.get(ring.name)
+        if d is None:
+            problems.append(f"{ring.name} missing")
+            continue
+        if d.get("type") != want_ring:
+            problems.append(f"{ring.name} has map type {d.get('type')}, want "
+                            f"BPF_MAP_TYPE_RINGBUF ({want_ring})")
+        t = btf.find(ring.record, Kind.STRUCT)
+        if t is None:
+            problems.append(f"object BTF has no struct {ring.record!r} for {ring.name}'s records")
+            continue
+        try:
+            layout = Layout(btf, t.id)
+            layout.unpack(bytes(layout.size))
+        except BtfError as exc:
+            problems.append(f"{ring.name} record ({ring.record}) cannot be laid out: {exc}")
     if problems:
         raise _Refusal("; ".join(problems))
     ctx.details_maps = defs
-    return f"{len(REQUIRED_MAPS)} required maps with expected types and sizes"
+    return (f"{len(REQUIRED_MAPS)} required maps with expected types and sizes, "
+            f"{len(RING_BUFFERS)} ring buffer(s) with their record types")
 
 
 def _check_tunables(ctx: _Ctx) -> str:

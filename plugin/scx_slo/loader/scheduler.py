@@ -86,6 +86,7 @@ class Scheduler:
         self.report: gate.Report | None = None
         self.gaps: list[str] = []      # what this kernel cannot do with the object (left out)
         self._typed: dict[str, Any] = {}
+        self._miss_layout: Layout | None = None
 
     # -- creation ---------------------------------------------------------------------
     @classmethod
@@ -139,6 +140,9 @@ class Scheduler:
                     raise SchedulerError(f"pin {self.pin_dir / spec.name} holds map "
                                          f"{m.name!r}, not {spec.name!r}")
                 self.typed(spec.name)  # checks sizes against the object's BTF
+            for ring in gate.RING_BUFFERS:     # pins of an older build may lack one
+                if (self.pin_dir / ring.name).exists():
+                    self.maps[ring.name] = PinnedMap(self.pin_dir / ring.name)
         except BaseException:
             self.close()
             raise
@@ -219,8 +223,9 @@ class Scheduler:
         """Load into the kernel; a verifier rejection raises libbpf.VerifierError."""
         obj = self._require_open()
         obj.load()
-        for spec in gate.REQUIRED_MAPS:
-            self.maps[spec.name] = obj.map(spec.name)
+        for name in (*(spec.name for spec in gate.REQUIRED_MAPS),
+                     *(ring.name for ring in gate.RING_BUFFERS)):
+            self.maps[name] = obj.map(name)
 
     def verified_insns(self) -> dict[str, int]:
         """After load(): instructions the verifier processed, per program."""
@@ -256,7 +261,8 @@ class Scheduler:
             self.link.unpin()
         else:
             Map.unpin(self.pin_dir / LINK_PIN)
-        for name in (*(spec.name for spec in gate.REQUIRED_MAPS), *KEEPALIVE_MAPS):
+        for name in (*(spec.name for spec in gate.REQUIRED_MAPS),
+                     *(ring.name for ring in gate.RING_BUFFERS), *KEEPALIVE_MAPS):
             Map.unpin(self.pin_dir / name)
         try:
             self.pin_dir.rmdir()
@@ -309,6 +315,22 @@ class Scheduler:
         if values is None or per_cpu:
             return values
         return _sum_records(values)
+
+    def miss_reader(self):
+        """A RingBuffer over slo_misses (the caller closes it); decode with decode_miss()."""
+        from scx_slo.loader.libbpf import RingBuffer
+
+        if "slo_misses" not in self.maps:
+            raise SchedulerError("map 'slo_misses' is not available (load or adopt a build "
+                                 "that has it)")
+        return RingBuffer(self.maps["slo_misses"])
+
+    def decode_miss(self, raw: bytes) -> dict:
+        """One slo_misses record (struct slo_miss, laid out by the object's BTF)."""
+        if self._miss_layout is None:
+            ring = next(r for r in gate.RING_BUFFERS if r.name == "slo_misses")
+            self._miss_layout = self.types.named(ring.record)
+        return self._miss_layout.unpack(raw[:self._miss_layout.size])
 
     def exit_info(self) -> dict | None:
         """The exit record the scheduler wrote in ops.exit (kind 0 = has not exited)."""

@@ -4,8 +4,8 @@
   _build.py: the cffi build script (run at install).
 - ffi: the one cffi module (`ffi`, `lib`) the others import.
 - errors: libbpf calls and return codes -> typed exceptions, libbpf log -> logging.
-- handle / object / maps / links: Python objects owning the kernel resources, one
-  lifecycle (close once, `with`, repr) for all of them.
+- handle / object / maps / links / ringbuf: Python objects owning the kernel
+  resources, one lifecycle (close once, `with`, repr) for all of them.
 
 Importing this package refuses a libbpf older than 1.4: libbpf 1.1 silently
 ignores the `.struct_ops.link` section that scx_slo's scheduler uses.
@@ -64,3 +64,4 @@ def num_possible_cpus() -> int:
 from scx_slo.loader.libbpf.links import Link  # noqa: E402,F401
 from scx_slo.loader.libbpf.maps import Map, ObjectMap, PinnedMap  # noqa: E402,F401
 from scx_slo.loader.libbpf.object import BpfObject  # noqa: E402,F401
+from scx_slo.loader.libbpf.ringbuf import RingBuffer  # noqa: E402,F401
