@@ -11,6 +11,7 @@ with openssl) with a bearer token:
         after RV, BOOKMARK (when asked) every `bookmark_s`; RV older than the
         history kept: one ERROR event, a v1 Status with code 410 (Expired), then the
         end of the stream (HTTP 200, as kube-apiserver does for a watch)
+  POST  /api/v1/namespaces/NS/events   a core/v1 Event (generateName honoured), 201
   PATCH .../slopolicies/NAME/status   application/merge-patch+json (RFC 7386) on
         .status only; application/json-patch+json with an object body is a 400
   anything else: a v1 Status 404; a wrong or missing token: a v1 Status 401
@@ -73,6 +74,7 @@ class FakeKubeApi:
         self.cond = threading.Condition()
         self.requests: list[tuple[str, str]] = []          # (method, path with query)
         self.patches: list[tuple[str, str, dict]] = []     # (name, content type, body)
+        self.events: list[dict] = []                       # Events posted
         self._fail: list[int] = []
         self.failed = 0                                    # injected failures answered
         self.gone = 0                                      # 410s sent
@@ -266,6 +268,33 @@ def _handler(api: FakeKubeApi):
                 pass
             finally:
                 self.close_connection = True
+
+        def do_POST(self) -> None:
+            if not self.gate():
+                return
+            url = urlsplit(self.path)
+            parts = url.path.strip("/").split("/")
+            if len(parts) != 5 or parts[:3] != ["api", "v1", "namespaces"] or \
+                    parts[4] != "events":
+                self.send_json(404, status(404, "NotFound", f"{url.path} not found"))
+                return
+            try:
+                ev = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            except ValueError as e:
+                self.send_json(400, status(400, "BadRequest", f"invalid JSON: {e}"))
+                return
+            meta = ev.setdefault("metadata", {})
+            if meta.get("namespace", parts[3]) != parts[3] or \
+                    ev.get("involvedObject", {}).get("namespace") != parts[3]:
+                self.send_json(422, status(422, "Invalid", "namespace does not match"))
+                return
+            with api.cond:
+                api.rv += 1
+                meta.update(namespace=parts[3], resourceVersion=str(api.rv),
+                            name=meta.get("name") or f"{meta.get('generateName', 'event.')}"
+                                                      f"{api.rv:x}")
+                api.events.append(ev)
+            self.send_json(201, ev)
 
         def do_PATCH(self) -> None:
             if not self.gate():

@@ -116,6 +116,21 @@ def test_metrics_endpoint(scenario):
     assert 'scx_slo_wakeup_latency_seconds_bucket{class="critical"' in m
 
 
+def test_slo_misses_are_alerted_per_pod(scenario):
+    """The frontend probe (a container scope of pod web/frontend-0) misses its 10 us
+    threshold on every wakeup: the miss records resolve to its pod, counted in the
+    per-pod metrics and reported in the journal, at most once a second."""
+    m = scenario["metrics"]
+    key = 'class="critical",namespace="web",pod="frontend-0"'
+    total = next((float(line.rsplit(" ", 1)[1]) for line in m.splitlines()
+                  if line.startswith(f"scx_slo_pod_slo_misses_total{{{key}}}")), 0.0)
+    assert total > 0, m
+    assert f"scx_slo_pod_miss_delay_seconds_bucket{{{key},le=" in m
+    lines = [line for line in scenario["miss_log"]
+             if "SLO misses: pod web/frontend-0 (class critical)" in line]
+    assert lines, scenario["miss_log"]
+
+
 def test_kill_and_term_hand_off_without_a_gap(scenario):
     assert scenario["kill_adopted"], scenario["events"]
     assert scenario["term_enabled_rc"] == 0

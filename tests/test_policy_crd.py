@@ -267,10 +267,11 @@ def test_rbac_lets_the_agent_read_policies_and_write_their_status():
         for v in K8S_VERSIONS:
             kubernetes_validate.validate(doc, v, strict=True)
     kinds = {d["kind"]: d for d in docs}
-    rules = {tuple(r["resources"]): set(r["verbs"]) for r in kinds["ClusterRole"]["rules"]}
-    assert all(r["apiGroups"] == [cluster.GROUP] for r in kinds["ClusterRole"]["rules"])
-    assert rules == {(cluster.PLURAL,): {"get", "list", "watch"},
-                     (f"{cluster.PLURAL}/status",): {"get", "patch"}}
+    rules = {(*r["apiGroups"], *r["resources"]): set(r["verbs"])
+             for r in kinds["ClusterRole"]["rules"]}
+    assert rules == {(cluster.GROUP, cluster.PLURAL): {"get", "list", "watch"},
+                     (cluster.GROUP, f"{cluster.PLURAL}/status"): {"get", "patch"},
+                     ("", "events"): {"create"}}
     subjects = kinds["ClusterRoleBinding"]["subjects"]
     assert {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io",
             "name": "system:nodes"} in subjects

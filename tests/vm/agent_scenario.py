@@ -49,6 +49,10 @@ listen = "127.0.0.1:9464"
 [[class]]
 name = "critical"
 p99 = "10ms"
+miss-threshold = "10us"     # under emulation every wakeup misses: per-pod alerts fire
+
+[alerts]
+log-interval = "1s"
 
 [[class]]
 name = "frontend"
@@ -269,6 +273,8 @@ def main() -> None:
             out["metrics"] = r.read().decode()
     except OSError as e:
         out["metrics"] = f"unreachable: {e}"
+
+    out["miss_log"] = [line for line in agent_log("1").splitlines() if "SLO misses:" in line]
 
     # SIGKILL: the pinned scheduler stays; a new agent adopts it without a gap.
     sampler = Sampler()

@@ -77,6 +77,9 @@ class Agent:
         self.bw_feed = None     # cpu.max from cgroupfs, on kernels that do not pass it
         self.node_settings = None   # the node's own settings (Loaded): merged with policies
         self.policies = None        # PolicyWatch, with [kubernetes] enabled
+        self.kube_client = None     # its API client (also for Events)
+        self.misses = None          # MissReader: per-pod SLO-miss alerts
+        self.pod_resolver = None
         self._refused: dict[str, tuple] = {}    # policy name -> (generation, issues) logged
 
     # -- configuration -----------------------------------------------------------------
@@ -105,10 +108,39 @@ class Agent:
         except PolicyApiError as e:
             self.out.error(f"{e}; running with the node's settings only")
             return
+        self.kube_client = client
         self.policies = PolicyWatch(client).start()
         where = "the pod's service account" if k.kubeconfig is None else \
             f"{k.kubeconfig}" + (f" under {k.host_root}" if k.host_root else "")
         self.out.log(f"cluster policy: watching SloPolicy objects (credentials: {where})")
+
+    def start_misses(self) -> None:
+        """Per-pod SLO-miss alerts from the scheduler's slo_misses ring ([alerts])."""
+        from scx_slo.agent.alerts import MissAlerts, MissReader, PodResolver
+        from scx_slo.agent.policies import event_sink
+
+        cfg = self.config.alerts
+        if not cfg.enabled or self.sched is None or self.misses is not None:
+            return
+        if self.pod_resolver is None:
+            self.pod_resolver = PodResolver(self.opts.cgroup_root)
+        node = os.uname().nodename
+        sink = event_sink(self.kube_client, node) \
+            if cfg.events and self.kube_client is not None else None
+        alerts = MissAlerts(cfg, self.pod_resolver, self.class_name, self.out,
+                            events=sink is not None, node=node)
+        try:
+            self.misses = MissReader(self.sched, alerts, sink).start()
+        except ScxSloError as e:
+            self.out.warning(f"per-pod SLO-miss alerts are off: {e}")
+
+    def class_name(self, class_id: int) -> str:
+        return next((c.name for c in self.config.classes if c.id == class_id), str(class_id))
+
+    def stop_misses(self) -> None:
+        if self.misses is not None:
+            self.misses.stop()
+            self.misses = None
 
     def apply_policies(self) -> None:
         """Merge the policies as last seen with the node's settings; apply a change to
@@ -260,6 +292,8 @@ class Agent:
             self.sched.bump_generation()
             log.info("reconciled: %s", plan.summary())
         self.pods_by_class = plan.pods_by_class
+        if self.pod_resolver is not None:
+            self.pod_resolver.update(plan.entries)
         self.feed_cpu_max()
 
     # -- health ------------------------------------------------------------------------
@@ -269,6 +303,7 @@ class Agent:
     def handle_exit(self) -> None:
         """The scheduler is gone: say why, then reload with backoff or give up."""
         info = {}
+        self.stop_misses()
         if self.sched is not None:
             # The exit record is complete once the kernel has finished disabling.
             wait_state("disabled", timeout=5)
@@ -306,6 +341,7 @@ class Agent:
             self.attach()
             self.entries.clear()
             self.reconcile()
+            self.start_misses()
         except ScxSloError as e:
             self.out.error(f"reload failed: {e}")
             self.handle_exit()
@@ -395,6 +431,7 @@ class Agent:
             return 1
         self.start_metrics()
         self.start_policies()
+        self.start_misses()
         from scx_slo.agent.cgroups import CgroupWatcher, glob_watch_dirs
         from scx_slo.agent.reconcile import cgroup_patterns
 
@@ -425,6 +462,7 @@ class Agent:
             watcher.close()
             if self.policies is not None:
                 self.policies.stop()
+            self.stop_misses()
             self.stop_metrics()
             self.shutdown()
         return 0

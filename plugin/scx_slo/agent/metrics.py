@@ -55,6 +55,28 @@ class SchedulerCollector:
         yield pods
         yield from counters.values()
         yield hist
+        if self.agent.misses is not None:
+            yield from pod_misses(self.agent.misses.snapshot())
+
+
+def pod_misses(pods) -> list:
+    """Per-pod SLO misses and their delays, from the miss records (agent/alerts.py)."""
+    from scx_slo.agent.alerts import DELAY_BUCKETS
+
+    labels = ["namespace", "pod", "class"]
+    total = CounterMetricFamily("scx_slo_pod_slo_misses", "SLO misses of the pod's tasks "
+                                "(recorded ones: at most 160 per second per cgroup)", labels=labels)
+    hist = HistogramMetricFamily("scx_slo_pod_miss_delay_seconds",
+                                 "Wakeup-to-run delay of the pod's SLO misses", labels=labels)
+    for p in pods:
+        key = [p.pod.namespace, p.pod.name, p.class_name]
+        total.add_metric(key, p.total)
+        cumulative, buckets = 0, []
+        for bound, n in zip((*map(repr, DELAY_BUCKETS), "+Inf"), p.buckets):
+            cumulative += n
+            buckets.append((bound, cumulative))
+        hist.add_metric(key, buckets, sum_value=p.delay_sum_s)
+    return [total, hist]
 
 
 def serve(agent, address: str, port: int):

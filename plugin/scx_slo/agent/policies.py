@@ -275,3 +275,25 @@ def _bounded(obj: dict) -> dict:
                          "resourceVersion": meta.get("resourceVersion")},
             "spec": spec, "status": obj.get("status")}
 
+
+
+def event_sink(client, node: str):
+    """A function posting a Warning Event on a pod (core/v1, as the kubelet's are): the
+    alerts' sink when the agent reaches the API server."""
+    from kubernetes import client as k8s
+
+    core = k8s.CoreV1Api(client)
+
+    def post(pod, reason: str, message: str) -> None:
+        ts = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {"apiVersion": "v1", "kind": "Event",
+                "metadata": {"generateName": f"{pod.name}.", "namespace": pod.namespace},
+                "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": pod.namespace,
+                                   "name": pod.name, **({"uid": pod.uid} if pod.uid else {})},
+                "reason": reason, "message": message[:1024], "type": "Warning",
+                "source": {"component": "scx-slo", "host": node},
+                "reportingComponent": "scx-slo", "reportingInstance": node,
+                "firstTimestamp": ts, "lastTimestamp": ts, "count": 1}
+        core.create_namespaced_event(pod.namespace, body, _request_timeout=(5, 10))
+
+    return post

@@ -63,6 +63,17 @@ IN_CLUSTER = "in-cluster"
 
 
 @dataclass(frozen=True)
+class Alerts:
+    """Per-pod SLO-miss alerts from the scheduler's miss records (agent/alerts.py)."""
+
+    enabled: bool = True
+    threshold: int = 20                 # misses of one pod within window: a Kubernetes Event
+    window_ns: int = 60 * S
+    log_interval_ns: int = 10 * S       # at most one journal line per pod this often
+    events: bool = True                 # post Events (needs [kubernetes] enabled)
+
+
+@dataclass(frozen=True)
 class Kubernetes:
     """Where the agent reads SloPolicy objects (settings/cluster.py) from."""
 
@@ -151,6 +162,7 @@ class Config:
     rules: tuple[Rule, ...]
     annotations: Annotations
     kubernetes: Kubernetes = field(default_factory=Kubernetes)
+    alerts: Alerts = field(default_factory=Alerts)
 
     def class_named(self, name: str) -> SloClass | None:
         return next((c for c in self.classes if c.name == name), None)

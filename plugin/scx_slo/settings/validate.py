@@ -26,13 +26,14 @@ MAX_NESTING = 16                # no legitimate key is nested deeper than this
 MS, US, S = model.MS, model.US, model.S
 
 # Allowed keys per section; the schema settings/schema.md documents the same.
-TOP_KEYS = ("scheduler", "class", "rule", "annotations", "kubernetes")
+TOP_KEYS = ("scheduler", "class", "rule", "annotations", "kubernetes", "alerts")
 SCHEDULER_KEYS = ("object", "sha256", "slice", "batch-floor", "watchdog-timeout", "metrics")
 METRICS_KEYS = ("enabled", "listen")
 CLASS_KEYS = ("name", "p99", "weight", "slice", "miss-threshold")
 RULE_KEYS = ("class", "namespace", "labels", "annotations", "cgroup")
 ANNOTATION_KEYS = ("enabled", "key", "namespaces", "tightest")
 KUBERNETES_KEYS = ("enabled", "kubeconfig", "host-root")
+ALERTS_KEYS = ("enabled", "threshold", "window", "log-interval", "events")
 
 # (min, max) of each bounded value
 SLICE_RANGE = (100 * US, 100 * MS)
@@ -43,6 +44,9 @@ TIGHTEST_RANGE = (100 * US, 60 * S)
 BATCH_FLOOR_RANGE = (0, 50)
 WEIGHT_RANGE = (model.WEIGHT_MIN, model.WEIGHT_MAX)
 PORT_RANGE = (1, 65535)
+ALERT_THRESHOLD_RANGE = (1, 1_000_000)
+ALERT_WINDOW_RANGE = (1 * S, 3600 * S)
+LOG_INTERVAL_RANGE = (1 * S, 3600 * S)
 
 CLASS_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,30}")
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
@@ -417,6 +421,22 @@ def _kubernetes(c: _Checker, doc: dict) -> model.Kubernetes | None:
                             host_root=None if root == "/" else root)
 
 
+def _alerts(c: _Checker, doc: dict) -> model.Alerts | None:
+    path = ("alerts",)
+    t = c.table(doc, "alerts", ()) or {}
+    c.unknown_keys(t, ALERTS_KEYS, path)
+    d = model.Alerts()
+    enabled = c.get(t, "enabled", path, bool, d.enabled)
+    threshold = c.int_in(t, "threshold", path, ALERT_THRESHOLD_RANGE, d.threshold)
+    window = c.duration(t, "window", path, ALERT_WINDOW_RANGE, d.window_ns)
+    interval = c.duration(t, "log-interval", path, LOG_INTERVAL_RANGE, d.log_interval_ns)
+    events = c.get(t, "events", path, bool, d.events)
+    if None in (enabled, threshold, window, interval, events):
+        return None
+    return model.Alerts(enabled=enabled, threshold=threshold, window_ns=window,
+                        log_interval_ns=interval, events=events)
+
+
 def parse_document(text: str, filename: str) -> tomlkit.TOMLDocument:
     """tomlkit-parse TEXT; a syntax error becomes a located ValidationError."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
@@ -475,12 +495,13 @@ def validate_text(text: str, filename: str = "<user-data>") -> Loaded:
         rules = _rules(c, plain, names)
     ann = _annotations(c, plain)
     kube = _kubernetes(c, plain)
+    alerts = _alerts(c, plain)
     if c.issues:
         c.issues.sort(key=lambda i: (i.line, i.col))
         raise ValidationError(c.issues)
-    assert None not in (sched, classes, rules, ann, kube)
+    assert None not in (sched, classes, rules, ann, kube, alerts)
     config = model.Config(scheduler=sched, classes=classes, rules=rules, annotations=ann,
-                          kubernetes=kube)
+                          kubernetes=kube, alerts=alerts)
     return Loaded(config=config, provenance=c.prov, filename=filename, text=text, document=doc)
 
 
