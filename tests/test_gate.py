@@ -52,6 +52,8 @@ def _corpus(good: Path) -> dict[str, tuple[bytes, str]]:
                                   "struct_ops"),
         "map-missing": (O.replace_name(data, "slo_gen", "slo_gex"), "maps"),
         "map-value-size": (O.retarget_map_value(data, "slo_classes", "u64"), "maps"),
+        "ring-missing": (O.replace_name(data, "slo_misses", "slo_missex"), "maps"),
+        "ring-record-missing": (O.replace_name(data, "slo_miss", "slo_mist"), "maps"),
         "kfunc-absent": (O.replace_name(O.make_symbol_strong(data, kfunc), kfunc, absent),
                          "kfuncs"),
     }
@@ -78,7 +80,7 @@ def test_host_kernel_without_sched_ext_is_reported(good):
 @pytest.mark.parametrize("case", [
     "zero-length", "truncated-header", "truncated", "wrong-e_machine", "big-endian",
     "btf-magic", "no-license", "proprietary", "no-struct_ops", "other-struct_ops-type",
-    "map-missing", "map-value-size", "kfunc-absent"])
+    "map-missing", "map-value-size", "ring-missing", "ring-record-missing", "kfunc-absent"])
 def test_bad_object_refused_by_named_check(case, good, kbtf, work):
     data, check = _corpus(good)[case]
     path = work / f"{case}.bpf.o"

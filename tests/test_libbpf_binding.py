@@ -50,6 +50,9 @@ def test_open_lists_maps_and_programs(sched_obj):
             assert m.value_size == btf.layout(spec.value).size
             assert m.key_size == btf.layout(spec.key).size
         assert maps[gate.STRUCT_OPS_MAP].type == libbpf.lib.BPF_MAP_TYPE_STRUCT_OPS
+        for ring in gate.RING_BUFFERS:
+            assert maps[ring.name].type == libbpf.lib.BPF_MAP_TYPE_RINGBUF
+            assert btf.layout(ring.record).size == 40
         assert maps["slo_stats"].percpu and not maps["slo_cgroups"].percpu
         elf = ELFFile(io.BytesIO(sched_obj.read_bytes()))
         prog_sections = {s.name for s in elf.iter_sections() if s.name.startswith("struct_ops")}

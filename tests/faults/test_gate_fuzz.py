@@ -154,6 +154,9 @@ def test_gate_structural_mutants(original, kbtf, work):
                 for spec in gate.REQUIRED_MAPS:
                     for layout in types.map_layouts(spec):
                         layout.unpack(bytes(layout.size))
+                for ring in gate.RING_BUFFERS:
+                    layout = types.named(ring.record)
+                    layout.unpack(bytes(layout.size))
             row.observe("accepted" if accepted else f"refused by {failed[0]}")
 
     prop()

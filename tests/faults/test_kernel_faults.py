@@ -181,9 +181,10 @@ def test_agent_killed_during_load(fvm):
     from scx_slo.loader import gate
     from scx_slo.loader.scheduler import KEEPALIVE_MAPS, LINK_PIN
 
-    full = {LINK_PIN, *(m.name for m in gate.REQUIRED_MAPS), *KEEPALIVE_MAPS}
+    full = {LINK_PIN, *(m.name for m in gate.REQUIRED_MAPS),
+            *(r.name for r in gate.RING_BUFFERS), *KEEPALIVE_MAPS}
     assert full == {"link", "slo_cgroups", "slo_classes", "slo_exit", "slo_gen", "slo_stats",
-                    "slo_cg_bw", "slo_bw_timer", "slo_slice_timer"}
+                    "slo_cg_bw", "slo_misses", "slo_bw_timer", "slo_slice_timer"}
     for c in out["cycles"]:
         with row.case():
             pins = {p.split("/", 1)[1] for p in c["pins_after_kill"] if "/" in p}
