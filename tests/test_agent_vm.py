@@ -184,6 +184,14 @@ def test_a_broken_policy_is_refused_and_changes_nothing(policy):
     assert cond["message"].startswith("SloPolicy broken: spec.classes[0].p99: '1ns' is out of")
 
 
+def test_a_broken_update_keeps_the_last_good_generation(policy):
+    assert policy["update_refused_logged"], policy["agent_log"]
+    assert "(generation 1 stays in force)" in policy["agent_log"]
+    assert policy["after_bad_update"] == policy["applied"]
+    cond = policy["status_shop_2"]["conditions"][0]
+    assert cond["status"] == "False" and cond["message"].endswith("generation 1 stays in force")
+
+
 def test_the_verdict_is_in_the_status_and_a_deleted_policy_goes(policy):
     st = policy["status_shop"]
     assert st["observedGeneration"] == 1

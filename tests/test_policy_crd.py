@@ -317,3 +317,20 @@ def test_validate_with_policies_merges_them_as_a_node_would(tmp_path, capsys):
     bad.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
     assert main(["settings", "validate", str(demo), "--policy", str(bad)]) == 1
     assert f"{bad}: document 0: not a SloPolicy" in capsys.readouterr().err
+
+
+def test_a_refused_generation_keeps_the_last_good_one_in_force():
+    good = policy("web", 1, classes=[{"name": "web", "p99": "200ms"}],
+                  rules=[{"class": "web", "namespace": "web"}])
+    bad = policy("web", 2, classes=[{"name": "web", "p99": "1ns"}],
+                 rules=[{"class": "web", "namespace": "web"}])
+    m = merge(USER_DATA, [bad], last_good={"web": good})
+    v = m.verdicts["web"]
+    assert (v.generation, v.accepted, v.in_force) == (2, False, 1)
+    assert "spec.classes[0].p99" in v.issues[0]
+    assert m.loaded.config.class_named("web").p99_ns == 200 * model.MS
+    # without a last good generation nothing of it is in force
+    m = merge(USER_DATA, [bad])
+    assert m.verdicts["web"].in_force is None and m.loaded.config.class_named("web") is None
+    # an accepted generation is its own
+    assert merge(USER_DATA, [good]).verdicts["web"].in_force == 1

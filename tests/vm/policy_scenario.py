@@ -115,6 +115,16 @@ def main() -> None:
         30, 0.1))
     out["status_broken"] = wait_for(lambda: (kube.objects["broken"].get("status") or {}), 10, 0.1)
     out["after_broken"] = {ns: cls(ns) for ns in ids}
+    # a broken update of the accepted policy: its last good generation stays in force
+    kube.apply({"metadata": {"name": "shop"}, "spec": {
+        "classes": [{"name": "shop", "p99": "100ms", "weight": 0}],
+        "rules": [{"class": "shop", "namespace": "shop"}]}})
+    out["update_refused_logged"] = bool(wait_for(
+        lambda: "SloPolicy shop: spec.classes[0].weight" in agent_log(), 30, 0.1))
+    out["status_shop_2"] = wait_for(
+        lambda: (kube.objects["shop"].get("status") or {}).get("observedGeneration") == 2
+        and kube.objects["shop"]["status"], 10, 0.1)
+    out["after_bad_update"] = {ns: cls(ns) for ns in ids}
 
     kube.delete("shop")
     out["deleted"] = bool(wait_for(lambda: cls("shop") == out["before"]["shop"], 30, 0.05))

@@ -81,6 +81,7 @@ class Agent:
         self.misses = None          # MissReader: per-pod SLO-miss alerts
         self.pod_resolver = None
         self._refused: dict[str, tuple] = {}    # policy name -> (generation, issues) logged
+        self._last_good: dict = {}              # policy name -> its last accepted Policy
 
     # -- configuration -----------------------------------------------------------------
     def load_config(self) -> None:
@@ -150,17 +151,22 @@ class Agent:
         snapshot = self.policies.snapshot()
         if snapshot is None or self.node_settings is None:
             return
-        merged = merge(self.node_settings.text, snapshot)
+        current = {p.name: p for p in snapshot}
+        self._last_good = {n: p for n, p in self._last_good.items() if n in current}
+        merged = merge(self.node_settings.text, snapshot, self._last_good)
         for name, v in merged.verdicts.items():
             seen = (v.generation, v.issues)
-            if not v.accepted and self._refused.get(name) != seen:
+            if v.accepted:
+                self._last_good[name] = current[name]
+            elif self._refused.get(name) != seen:
+                kept = f" (generation {v.in_force} stays in force)" if v.in_force else ""
                 for issue in v.issues:
-                    self.out.error(f"cluster policy refused: {issue}", policy=name)
+                    self.out.error(f"cluster policy refused: {issue}{kept}", policy=name)
             self._refused[name] = seen
         for note in merged.notes:
             log.info("cluster policy: %s", note)
         config = merged.loaded.config
-        accepted = sorted(n for n, v in merged.verdicts.items() if v.accepted)
+        accepted = sorted(n for n, v in merged.verdicts.items() if v.in_force)
         if (config.classes, config.rules, config.annotations) != \
                 (self.config.classes, self.config.rules, self.config.annotations):
             self.config = config

@@ -259,7 +259,9 @@ class PolicyWatch:
 def _condition(v: Verdict) -> dict:
     return {"type": CONDITION, "status": "True" if v.accepted else "False",
             "reason": "Merged" if v.accepted else "Invalid",
-            "message": "in force" if v.accepted else "\n".join(v.issues)[:32768],
+            "message": "in force" if v.accepted else (
+                "\n".join(v.issues) + (f"\ngeneration {v.in_force} stays in force"
+                                       if v.in_force else ""))[:32768],
             "observedGeneration": v.generation,
             "lastTransitionTime": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
 

@@ -16,10 +16,12 @@ when the API server cannot be reached:
 The merge is validated by the same code as user-data (validate.py). A policy
 that makes it invalid is refused whole, with every issue located at the
 policy's name and field path (`SloPolicy web: spec.classes[1].p99: ...`); the
-others still apply. The user-data must be valid on its own.
+others still apply, and so does the policy's last accepted generation, if the
+caller kept one. The user-data must be valid on its own.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
@@ -65,12 +67,14 @@ class Policy:
 
 @dataclass(frozen=True)
 class Verdict:
-    """Whether a policy is in force on this node, and if not, why (one line per issue)."""
+    """Whether a policy's current generation is accepted on this node, and if not, why
+    (one line per issue) and which earlier generation stays in force (None: none)."""
 
     name: str
     generation: int
     accepted: bool
     issues: tuple[str, ...] = ()
+    in_force: int | None = None
 
 
 @dataclass
@@ -162,10 +166,28 @@ class _Doc:
         return name, f"{KIND} {name}: {path}{_spec_path(rest)}: {issue.message}"
 
 
-def merge(user_data_text: str, policies: list[Policy],
+def merge(user_data_text: str, policies: list[Policy], last_good: dict[str, Policy] | None = None,
           filename: str = "<cluster policy>") -> Merged:
     """The configuration in force: USER_DATA_TEXT (valid on its own) with every policy that
-    keeps the merge valid. Raises ValidationError only for an invalid user-data."""
+    keeps the merge valid. A refused policy of which LAST_GOOD holds an earlier accepted
+    generation keeps that one in force (if it still merges). Raises ValidationError only
+    for an invalid user-data."""
+    first = _merge(user_data_text, policies, filename)
+    restore = {n: last_good[n] for n, v in first.verdicts.items()
+               if not v.accepted and last_good and n in last_good
+               and last_good[n].generation != v.generation}
+    if not restore:
+        return first
+    second = _merge(user_data_text, [restore.get(p.name, p) for p in policies], filename)
+    verdicts = dict(second.verdicts)
+    for name, old in restore.items():
+        kept = second.verdicts[name].accepted
+        verdicts[name] = dataclasses.replace(first.verdicts[name],
+                                             in_force=old.generation if kept else None)
+    return Merged(second.loaded, verdicts, second.notes)
+
+
+def _merge(user_data_text: str, policies: list[Policy], filename: str) -> Merged:
     user_loaded = validate_text(user_data_text, "<user-data>")
     user = user_loaded.document.unwrap()
     ordered = sorted(policies, key=lambda p: p.name)
@@ -203,5 +225,5 @@ def merge(user_data_text: str, policies: list[Policy],
             candidates = [p for p in candidates if p.name not in refused]
             continue
         for p in candidates:
-            verdicts[p.name] = Verdict(p.name, p.generation, True)
+            verdicts[p.name] = Verdict(p.name, p.generation, True, in_force=p.generation)
         return Merged(loaded, verdicts, notes)
