@@ -230,7 +230,7 @@ def test_libbpf_and_python_from_debian(image, layer_files):
     assert any(re.fullmatch(r"usr/lib/x86_64-linux-gnu/libbpf\.so\.1\.\d+\.\d+", n) for n in layer_files)
     # the runtime dependencies were installed from wheels, pip itself is not left behind
     site = "usr/local/lib/python3.11/dist-packages/"
-    for pkg in ("scx_slo", "cffi", "elftools", "tomlkit", "systemd"):
+    for pkg in ("scx_slo", "cffi", "elftools", "tomlkit", "systemd", "kubernetes"):
         assert site + pkg in layer_files, pkg
     assert not any(n.startswith(site + "pip/") for n in layer_files)
     assert not any(n.startswith("tmp/wheels") for n in layer_files)
@@ -685,7 +685,8 @@ def test_arm64_python_runs_the_binding_under_qemu(archive, arm64_image, tmp_path
     root = img.unpack_rootfs(archive, tmp_path / "rootfs", "arm64")
     qemu = ["qemu-aarch64-static", "-L", str(root), str(root / "usr/bin/python3")]
     code = ("import platform, scx_slo.loader.libbpf as l, scx_slo.loader.libbpf._libbpf as ext, scx_slo.agent.loop, "
-            "grpc, google.protobuf, systemd.journal; "
+            "grpc, google.protobuf, systemd.journal, scx_slo.agent.policies, kubernetes.client, "
+            "cryptography.hazmat.bindings._rust; "
             "print(platform.machine(), l.version_string(), l.num_possible_cpus() > 0, ext.__file__)")
     p = subprocess.run([*qemu, "-c", code], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
