@@ -49,8 +49,8 @@
  *    32) that has waited more than timeout_ms/4, each for a short slice, so
  *    the bound holds however many tasks starve.
  *  - Observability: per-class, per-CPU wakeup-to-run log2 histograms and
- *    counters in slo_stats; every SLO miss as a record in the slo_misses ring
- *    buffer, rate-limited per cgroup; ops.exit copies the exit info into
+ *    counters in slo_stats; every SLO miss of a latency-critical class as a
+ *    record in the slo_misses ring buffer, rate-limited per cgroup; ops.exit copies the exit info into
  *    slo_exit.
  *
  * Map/tunable names are a contract with the Python loader: see bpf/README.md.
@@ -1305,7 +1305,8 @@ void BPF_STRUCT_OPS(slo_running, struct task_struct *p)
 			st->nr_wakeups++;
 			if (lat > tctx->miss_ns) {
 				st->nr_misses++;
-				if (!record_miss(p, tctx, lat, now))
+				/* batch has no SLO: only latency-critical misses are records */
+				if (tctx->lat && !record_miss(p, tctx, lat, now))
 					st->nr_miss_drops++;
 			}
 		}

@@ -425,7 +425,8 @@ def bpf_mounts() -> list[str]:
 
 
 def run_agent_briefly(state: Path, seconds: float, extra: list[str] = ()) -> dict:
-    """Start `scx-slo run`, let it run up to SECONDS (or exit by itself), then SIGTERM it."""
+    """Start `scx-slo run`; SIGTERM it a second after it has attached the scheduler, or
+    after SECONDS if it neither attaches nor exits by itself."""
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir()
     (state / "user-data").write_text("[scheduler]\n")
@@ -434,10 +435,14 @@ def run_agent_briefly(state: Path, seconds: float, extra: list[str] = ()) -> dic
             "/nonexistent.sock", "--interval", "1", *extra]
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out: dict = {}
-    try:
-        p.wait(timeout=seconds)
+    deadline = time.monotonic() + seconds
+    while p.poll() is None and time.monotonic() < deadline and attached_ops() != "scx_slo":
+        time.sleep(0.2)
+    if p.poll() is None:
+        time.sleep(1)       # what it does right after attaching is part of the run
+    if p.poll() is not None:
         out["exited_by_itself"] = True
-    except subprocess.TimeoutExpired:
+    else:
         out["exited_by_itself"] = False
         out["ops_while_running"] = attached_ops()
         p.terminate()
