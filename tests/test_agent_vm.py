@@ -125,7 +125,8 @@ def test_slo_misses_are_alerted_per_pod(scenario):
     total = next((float(line.rsplit(" ", 1)[1]) for line in m.splitlines()
                   if line.startswith(f"scx_slo_pod_slo_misses_total{{{key}}}")), 0.0)
     assert total > 0, m
-    assert f"scx_slo_pod_miss_delay_seconds_bucket{{{key},le=" in m
+    assert any(line.startswith("scx_slo_pod_miss_delay_seconds_bucket{") and
+               'pod="frontend-0"' in line and 'le="+Inf"' in line for line in m.splitlines()), m
     lines = [line for line in scenario["miss_log"]
              if "SLO misses: pod web/frontend-0 (class critical)" in line]
     assert lines, scenario["miss_log"]
