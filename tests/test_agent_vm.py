@@ -199,3 +199,16 @@ def test_the_verdict_is_in_the_status_and_a_deleted_policy_goes(policy):
     assert st["conditions"][0]["status"] == "True", st
     assert policy["deleted"]
     assert policy["term_rc"] == 0 and policy["state_after"] == "disabled"
+
+
+def test_a_pod_that_keeps_missing_gets_a_warning_event(policy):
+    """The web pod's class misses on every wakeup (10 us threshold under emulation); 5
+    misses in 10 s post one Event on the pod, through the API server the policies come
+    from; no second one within the window."""
+    web = [e for e in policy["events"] if e["involvedObject"]["name"] == "web-0"]
+    assert web, policy["events"]
+    ev = web[0]
+    assert ev["involvedObject"]["namespace"] == "web" and ev["involvedObject"]["kind"] == "Pod"
+    assert (ev["reason"], ev["type"]) == ("SloMisses", "Warning")
+    assert "over the critical class's miss threshold in the last 10 s" in ev["message"]
+    assert len(web) <= 1 + int(policy["run_s"] // 10), policy["events"]

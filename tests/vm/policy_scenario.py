@@ -6,8 +6,9 @@ A policy adds a class and a rule for the `shop` namespace: the shop pod's cgroup
 gets the new class in the pinned map, with no reload (the sched_ext state never
 leaves `enabled`); a broken policy is refused, logged with its name and field
 path, and changes nothing; deleting the first policy puts the pod back in the
-default class. The verdicts come back in the objects' status. Prints one JSON
-document.
+default class. The verdicts come back in the objects' status. The web pod's
+class misses on every wakeup: its Warning Event reaches the API server. Prints
+one JSON document.
 """
 from __future__ import annotations
 
@@ -41,10 +42,15 @@ watchdog-timeout = "5s"
 [[class]]
 name = "critical"
 p99 = "10ms"
+miss-threshold = "10us"     # under emulation every wakeup misses: an Event for the pod
 
 [[rule]]
 class = "critical"
 namespace = "web"
+
+[alerts]
+threshold = 5
+window = "10s"
 
 [kubernetes]
 enabled = true
@@ -77,6 +83,7 @@ def main() -> None:
                                        "import time\nwhile True: time.sleep(0.001)"]),
              spawn_in(pods["shop"][1], ["sleep", "1000"])]
     log = open(WORK / "agent.log", "w")
+    started = time.monotonic()
     agent = subprocess.Popen(
         [sys.executable, "-X", "faulthandler", "-m", "scx_slo", "run",
          "--user-data", str(WORK / "user-data"), "--state-dir", str(WORK / "state"),
@@ -143,6 +150,9 @@ def main() -> None:
         agent.wait(timeout=30)
         out["term_rc"] = "timeout"
     out["state_after"] = wait_for(lambda: state() == "disabled" and "disabled", 10) or state()
+    out["run_s"] = time.monotonic() - started
+    out["events"] = [{k: e.get(k) for k in ("involvedObject", "reason", "type", "message")}
+                     for e in kube.events]
     out["agent_log"] = agent_log()[-3000:]
     for p in procs:
         p.kill()
