@@ -503,23 +503,40 @@ def _map_defs(ctx: _Ctx) -> dict[str, dict]:
     return out
 
 
+def _defined_map(defs: dict, kbtf, name: str, map_type: str) -> tuple[dict | None, list[str]]:
+    """NAME's definition in the object (None if it has none, or the kernel lacks MAP_TYPE)
+    and what is wrong with its type."""
+    d = defs.get(name)
+    if d is None:
+        return None, [f"{name} missing"]
+    want = kbtf.enum_value("bpf_map_type", map_type)
+    if want is None:
+        return None, [f"kernel BTF lacks {map_type}"]
+    if d.get("type") != want:
+        return d, [f"{name} has map type {d.get('type')}, want {map_type} ({want})"]
+    return d, []
+
+
+def _layout_problems(btf, type_id: int, what: str) -> list[str]:
+    """[] if every member of the type decodes, as the loader will decode it."""
+    try:
+        layout = Layout(btf, type_id)
+        layout.unpack(bytes(layout.size))
+    except BtfError as exc:
+        return [f"{what} cannot be laid out: {exc}"]
+    return []
+
+
 def _check_maps(ctx: _Ctx) -> str:
     btf = ctx.btf
     defs = _map_defs(ctx)
     kbtf = ctx.kernel_btf()
     problems = []
     for spec in REQUIRED_MAPS:
-        d = defs.get(spec.name)
+        d, wrong = _defined_map(defs, kbtf, spec.name, spec.map_type)
+        problems += wrong
         if d is None:
-            problems.append(f"{spec.name} missing")
             continue
-        want_type = kbtf.enum_value("bpf_map_type", spec.map_type)
-        if want_type is None:
-            problems.append(f"kernel BTF lacks {spec.map_type}")
-            continue
-        if d.get("type") != want_type:
-            problems.append(f"{spec.name} has map type {d.get('type')}, want {spec.map_type} "
-                            f"({want_type})")
         for part, tname in (("key", spec.key), ("value", spec.value)):
             t = (btf.find(tname, Kind.STRUCT) or btf.find(tname, Kind.TYPEDEF)
                  or btf.find(tname, Kind.INT))
@@ -533,29 +550,18 @@ def _check_maps(ctx: _Ctx) -> str:
             elif d.get(f"{part}_type") != tname:
                 problems.append(f"{spec.name} {part} is {d.get(f'{part}_type')!r}, want {tname!r}")
             else:
-                try:    # every member must decode, as the loader will decode it
-                    layout = Layout(btf, d[f"{part}_type_id"])
-                    layout.unpack(bytes(layout.size))
-                except BtfError as exc:
-                    problems.append(f"{spec.name} {part} ({tname}) cannot be laid out: {exc}")
-    want_ring = kbtf.enum_value("bpf_map_type", "BPF_MAP_TYPE_RINGBUF")
+                problems += _layout_problems(btf, d[f"{part}_type_id"],
+                                             f"{spec.name} {part} ({tname})")
     for ring in RING_BUFFERS:
-        d = defs.get(ring.name)
+        d, wrong = _defined_map(defs, kbtf, ring.name, "BPF_MAP_TYPE_RINGBUF")
+        problems += wrong
         if d is None:
-            problems.append(f"{ring.name} missing")
             continue
-        if d.get("type") != want_ring:
-            problems.append(f"{ring.name} has map type {d.get('type')}, want "
-                            f"BPF_MAP_TYPE_RINGBUF ({want_ring})")
         t = btf.find(ring.record, Kind.STRUCT)
         if t is None:
             problems.append(f"object BTF has no struct {ring.record!r} for {ring.name}'s records")
             continue
-        try:
-            layout = Layout(btf, t.id)
-            layout.unpack(bytes(layout.size))
-        except BtfError as exc:
-            problems.append(f"{ring.name} record ({ring.record}) cannot be laid out: {exc}")
+        problems += _layout_problems(btf, t.id, f"{ring.name} record ({ring.record})")
     if problems:
         raise _Refusal("; ".join(problems))
     ctx.details_maps = defs

@@ -375,10 +375,16 @@ def _rules(c: _Checker, doc: dict, class_names: dict[str, int] | None):
     return tuple(rules)
 
 
+def _section(c: _Checker, doc: dict, name: str, keys: tuple) -> tuple[tuple, dict]:
+    """The path and table of the top-level section NAME ({} if absent), unknown keys reported."""
+    path = (name,)
+    t = c.table(doc, name, ()) or {}
+    c.unknown_keys(t, keys, path)
+    return path, t
+
+
 def _annotations(c: _Checker, doc: dict) -> model.Annotations | None:
-    path = ("annotations",)
-    t = c.table(doc, "annotations", ()) or {}
-    c.unknown_keys(t, ANNOTATION_KEYS, path)
+    path, t = _section(c, doc, "annotations", ANNOTATION_KEYS)
     d = model.Annotations()
     enabled = c.get(t, "enabled", path, bool, d.enabled)
     key = c.get(t, "key", path, str, d.key)
@@ -399,9 +405,7 @@ def _annotations(c: _Checker, doc: dict) -> model.Annotations | None:
 
 
 def _kubernetes(c: _Checker, doc: dict) -> model.Kubernetes | None:
-    path = ("kubernetes",)
-    t = c.table(doc, "kubernetes", ()) or {}
-    c.unknown_keys(t, KUBERNETES_KEYS, path)
+    path, t = _section(c, doc, "kubernetes", KUBERNETES_KEYS)
     d = model.Kubernetes()
     enabled = c.get(t, "enabled", path, bool, d.enabled)
     kubeconfig = c.get(t, "kubeconfig", path, str, d.kubeconfig)
@@ -422,9 +426,7 @@ def _kubernetes(c: _Checker, doc: dict) -> model.Kubernetes | None:
 
 
 def _alerts(c: _Checker, doc: dict) -> model.Alerts | None:
-    path = ("alerts",)
-    t = c.table(doc, "alerts", ()) or {}
-    c.unknown_keys(t, ALERTS_KEYS, path)
+    path, t = _section(c, doc, "alerts", ALERTS_KEYS)
     d = model.Alerts()
     enabled = c.get(t, "enabled", path, bool, d.enabled)
     threshold = c.int_in(t, "threshold", path, ALERT_THRESHOLD_RANGE, d.threshold)
