@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 
@@ -87,3 +88,31 @@ def test_missing_kernel_package_is_named():
 
 def test_gone_kernel_resolves_through_the_metapackage():
     assert kernel.resolve_version(_NewerArchive()) == "7.4.1+deb13-cloud-amd64"
+
+
+@pytest.mark.vm
+def test_topology_reaches_the_guest(vm_factory):
+    """4 vCPUs as 2 sockets x 1 core x 2 SMT threads over 2 NUMA nodes, as EKS nodes have
+    them: the guest kernel sees the packages, the SMT siblings, a last-level cache per
+    socket and the nodes (the shape the scheduler's topology tests boot)."""
+    vm = vm_factory(cpus=4, sockets=2, threads=2, numa_nodes=2)
+    r = vm.run(["python3", "/opt/scx-slo/src/tests/vm/topology_guest.py"], timeout=300)
+    assert r.returncode == 0, r.stderr
+    t = json.loads(r.stdout.strip().splitlines()[-1])
+    assert t["online"] == "0-3"
+    cpus = t["cpus"]
+    assert [cpus[f"cpu{i}"]["package"] for i in range(4)] == ["0", "0", "1", "1"]
+    assert [cpus[f"cpu{i}"]["siblings"] for i in range(4)] == ["0-1", "0-1", "2-3", "2-3"]
+    assert [cpus[f"cpu{i}"]["llc"] for i in range(4)] == ["0-1", "0-1", "2-3", "2-3"]
+    assert t["nodes"] == {"node0": "0-1", "node1": "2-3"}
+
+
+def test_a_topology_that_does_not_divide_is_refused():
+    from scx_slo.dev.vm.machine import VmError, topology_options
+
+    assert topology_options(4, 1024, sockets=2, threads=2, numa_nodes=2)[:2] == \
+        ["-smp", "4,sockets=2,cores=1,threads=2"]
+    with pytest.raises(VmError, match="divide evenly"):
+        topology_options(6, 1024, sockets=4)
+    with pytest.raises(VmError, match="NUMA"):
+        topology_options(4, 1024, sockets=1, numa_nodes=2)

@@ -1,6 +1,7 @@
 """`scx-slo vm build|kernel build|run`: the sched_ext test VM.
 
-`vm run [--kernel 7.3|6.12] [--cpus N] [--mem MB] -- COMMAND...` boots a
+`vm run [--kernel 7.3|6.12] [--cpus N] [--sockets S] [--threads T] [--numa N] [--mem MB]
+-- COMMAND...` boots a
 sched_ext kernel under qemu with this checkout inside, runs COMMAND as root,
 streams its output and exits with its exit code. `vm kernel build 6.12`
 builds the 6.12 kernel (cached; a second run is instant).
@@ -24,6 +25,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r = sub.add_parser("run", help="boot the VM, run COMMAND in it, power off")
     r.add_argument("--kernel", choices=NAMES, help=f"VM kernel (default $SCX_SLO_VM_KERNEL or {DEFAULT})")
     r.add_argument("--cpus", type=int, default=1, help="virtual CPUs (default 1)")
+    r.add_argument("--sockets", type=int, default=1, help="sockets the vCPUs are spread over")
+    r.add_argument("--threads", type=int, default=1, help="SMT threads per core")
+    r.add_argument("--numa", type=int, default=1, metavar="N",
+                   help="NUMA nodes (the sockets and memory split evenly)")
     r.add_argument("--mem", type=int, default=1024, metavar="MB", help="guest memory (default 1024)")
     r.add_argument("--timeout", type=float, default=3600, help="seconds COMMAND may run")
     r.add_argument("--console", action="store_true", help="print the kernel console afterwards")
@@ -55,7 +60,8 @@ def run(args) -> int:
             (sys.stdout if name == "stdout" else sys.stderr).write(data)
             (sys.stdout if name == "stdout" else sys.stderr).flush()
 
-        with Vm(cpus=args.cpus, mem_mb=args.mem, kernel=args.kernel) as vm:
+        with Vm(cpus=args.cpus, mem_mb=args.mem, kernel=args.kernel, sockets=args.sockets,
+                threads=args.threads, numa_nodes=args.numa) as vm:
             progress(f"booted {vm.kernel_release} ({vm.accel}, {args.cpus} vCPU)")
             result = vm.run(argv, timeout=args.timeout, on_output=stream)
             if args.console:

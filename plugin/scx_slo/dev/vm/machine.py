@@ -101,15 +101,41 @@ def tcg_accel_option(cpus: int) -> str:
     return f"tcg,thread={thread}"
 
 
+def topology_options(cpus: int, mem_mb: int, sockets: int = 1, threads: int = 1,
+                     numa_nodes: int = 1) -> list[str]:
+    """qemu's -smp (and -numa) for CPUS vCPUs as SOCKETS x cores x THREADS, the sockets
+    (and their memory) split evenly over NUMA_NODES nodes."""
+    if sockets < 1 or threads < 1 or numa_nodes < 1 or cpus % (sockets * threads):
+        raise VmError(f"{cpus} vCPUs cannot be {sockets} socket(s) x {threads} thread(s) per "
+                      "core: the vCPUs must divide evenly")
+    if sockets % numa_nodes or mem_mb % numa_nodes:
+        raise VmError(f"{numa_nodes} NUMA node(s) need the {sockets} socket(s) and the "
+                      f"{mem_mb} MiB to divide evenly")
+    cores = cpus // (sockets * threads)
+    argv = ["-smp", f"{cpus},sockets={sockets},cores={cores},threads={threads}"]
+    per_node = cpus // numa_nodes
+    for n in range(numa_nodes if numa_nodes > 1 else 0):
+        argv += ["-object", f"memory-backend-ram,id=mem{n},size={mem_mb // numa_nodes}M",
+                 "-numa", f"node,nodeid={n},cpus={n * per_node}-{(n + 1) * per_node - 1},"
+                          f"memdev=mem{n}"]
+    return argv
+
+
 class Vm:
-    """One booted VM; a context manager that powers it off on exit."""
+    """One booted VM; a context manager that powers it off on exit.
+
+    CPUS vCPUs are one socket of single-threaded cores unless SOCKETS, THREADS (per core)
+    and NUMA_NODES say otherwise (qemu's -smp and -numa: the guest kernel sees the
+    packages, SMT siblings, shared caches and nodes in sysfs as on a real machine)."""
 
     def __init__(self, cpus: int = 1, mem_mb: int = 1024, boot_timeout: float = 300,
                  cmdline_extra: str = "", console: Path | None = None,
-                 trees: dict[str, Path] | None = None, kernel: str | None = None):
+                 trees: dict[str, Path] | None = None, kernel: str | None = None,
+                 sockets: int = 1, threads: int = 1, numa_nodes: int = 1):
         if cpus < 1 or mem_mb < 512:
             raise VmError("the VM needs at least 1 CPU and 512 MiB of memory")
         self.cpus, self.mem_mb = cpus, mem_mb
+        self.topology = topology_options(cpus, mem_mb, sockets, threads, numa_nodes)
         self.kernel = kernel or kernels.default_name()   # a name in kernels.NAMES
         self.boot_timeout = boot_timeout
         self.cmdline_extra = cmdline_extra
@@ -174,7 +200,7 @@ class Vm:
         listener.listen(1)
         cpu = "host" if accel == "kvm" else "max"
         argv = [QEMU, "-accel", tcg_accel_option(self.cpus) if accel == "tcg" else accel,
-                "-cpu", cpu, "-smp", str(self.cpus), "-m", str(self.mem_mb),
+                "-cpu", cpu, *self.topology, "-m", str(self.mem_mb),
                 "-kernel", str(vmlinuz), "-initrd", str(initrd),
                 "-append", f"{CMDLINE} {self.cmdline_extra}".strip(),
                 "-display", "none", "-monitor", "none", "-no-reboot", "-nodefaults",
