@@ -9,11 +9,14 @@ that grows to 30 s. The loop learns of a change through `changed` (an Event)
 and takes `snapshot()`: the policies as last listed and watched, or None while
 the API server has not been reached (the node's user-data is then the whole
 configuration). At most MAX_OBJECTS policies, each at most MAX_OBJECT_BYTES of
-spec, are kept; more are refused by merge (the first by name apply).
+spec, are kept (a larger spec is kept as a marker the merge refuses); of those
+the merge applies the first MAX_POLICIES by name.
 
 `report()` writes each policy's verdict on this node to the object's status
-subresource (a merge patch, which the client sends for a dict body: observedGeneration and an Accepted condition), only
-where the status does not say so already: nodes that agree write once.
+subresource (a merge patch, which the client sends for a dict body:
+observedGeneration and an Accepted condition), only where the status does not
+say so already: nodes that agree write once. `event_sink()` posts Events on
+pods for agent/alerts.py with the same client.
 """
 from __future__ import annotations
 
@@ -108,7 +111,6 @@ class PolicyWatch:
         self._objects: dict[str, dict] | None = None
         self._watch = None
         self._thread: threading.Thread | None = None
-        self.lists = 0                 # for tests and the log: lists done
 
     # -- what the loop sees --------------------------------------------------------------
     def snapshot(self) -> list[Policy] | None:
@@ -184,7 +186,6 @@ class PolicyWatch:
             objects[obj["metadata"]["name"]] = _bounded(obj)
         with self._lock:
             self._objects = objects
-        self.lists += 1
         self.changed.set()
         return resp["metadata"]["resourceVersion"]
 
