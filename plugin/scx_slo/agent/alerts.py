@@ -55,7 +55,7 @@ class PodMisses:
     total: int = 0
     delay_sum_s: float = 0.0
     buckets: list[int] = field(default_factory=lambda: [0] * (len(DELAY_BUCKETS) + 1))
-    recent: deque = field(default_factory=deque)     # times of misses within the window
+    recent: deque = field(default_factory=deque)     # times of the last `threshold` misses
     since_log: int = 0
     worst_since_log_ns: int = 0
     last_log: float | None = None
@@ -70,6 +70,8 @@ class MissAlerts:
                  clock: Callable[[], float] = time.monotonic, node: str = ""):
         self.cfg, self.resolve, self.class_name = cfg, resolve, class_name
         self.out, self.events, self.clock, self.node = out, events, clock, node
+        # per pod at most `threshold` miss times are kept: enough to tell whether that
+        # many fell within the window
         self.pods: OrderedDict[str, PodMisses] = OrderedDict()
         self.unresolved = 0             # records whose cgroup is no known pod
         self.pending: list[tuple[PodRef, str, str]] = []   # Events to post: (pod, reason, text)
@@ -89,7 +91,8 @@ class MissAlerts:
         if pm is None:
             if len(self.pods) >= MAX_PODS:
                 self.pods.popitem(last=False)
-            pm = self.pods[key] = PodMisses(pod, self.class_name(rec["class_id"]))
+            pm = self.pods[key] = PodMisses(pod, self.class_name(rec["class_id"]),
+                                            recent=deque(maxlen=self.cfg.threshold))
         self.pods.move_to_end(key)
         delay_s = rec["delay_ns"] / 1e9
         pm.total += 1
