@@ -78,7 +78,9 @@ def main() -> None:
     out["status_line"] = bool(wait_for(lambda: "class frontend: pods=" in console(), 60, 0.2))
     out["pins"] = pins()
     status = storage / "status.json"
-    out["status_json"] = json.loads(status.read_text()) if status.exists() else None
+    # written right after the status lines: wait for it, do not race it
+    out["status_json"] = json.loads(status.read_text()) \
+        if wait_for(status.exists, 30, 0.1) else None
     # every exec in the chain (unshare, chroot, env, start) replaced the process:
     # the child we started is the agent, the process host-ctr signals
     try:
