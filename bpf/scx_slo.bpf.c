@@ -50,8 +50,8 @@
  *    the bound holds however many tasks starve.
  *  - Observability: per-class, per-CPU wakeup-to-run log2 histograms and
  *    counters in slo_stats; every SLO miss of a latency-critical class as a
- *    record in the slo_misses ring buffer, rate-limited per cgroup; ops.exit copies the exit info into
- *    slo_exit.
+ *    record in the slo_misses ring buffer, rate-limited per cgroup; ops.exit
+ *    copies the exit info into slo_exit.
  *
  * Map/tunable names are a contract with the Python loader: see bpf/README.md.
  */
@@ -123,7 +123,7 @@ struct slo_class_stats {
 	u64 run_ns;		/* CPU time consumed by the class */
 	u64 nr_throttled;	/* tasks parked because a cgroup ran out of cpu.max quota */
 	u64 nr_over_share;	/* latency-critical enqueues served as batch: over the cgroup's share */
-	u64 nr_miss_drops;	/* misses not recorded in slo_misses (rate limit, ring full) */
+	u64 nr_miss_drops;	/* latency-critical misses not in slo_misses (rate, ring full) */
 };
 
 /* One SLO miss, as the agent reads it from slo_misses. */
