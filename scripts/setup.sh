@@ -25,7 +25,7 @@ command -v apt-get >/dev/null || die "this script needs a Debian/Ubuntu machine 
 apt_pkgs=(clang-19 llvm-19 qemu-system-x86 zstd cpio debootstrap libsystemd-dev
           pkg-config libelf-dev zlib1g-dev python3-venv python3-dev gcc make
           ca-certificates mmdebstrap umoci skopeo qemu-user-static binfmt-support arch-test
-          linux-source-6.12 bc bison flex libssl-dev dwarves xz-utils)
+          linux-source-6.12 bc bison flex libssl-dev dwarves xz-utils openssl)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
