@@ -156,20 +156,23 @@ class Sampler(threading.Thread):
             time.sleep(0.005)
 
 
-def start_agent(tag: str) -> subprocess.Popen:
-    log = open(WORK / f"agent-{tag}.log", "w")
+def start_agent(tag: str, work: Path = WORK) -> subprocess.Popen:
+    """`scx-slo run` on WORK/user-data, its state in WORK/state, its log WORK/agent-TAG.log."""
+    log = open(work / f"agent-{tag}.log", "w")
     return subprocess.Popen(
-        [sys.executable, "-X", "faulthandler", "-m", "scx_slo", "run", "--user-data", str(WORK / "user-data"),
-         "--state-dir", str(WORK / "state"), "--cri-socket", CRI_SOCK, "--api-socket", API_SOCK,
+        [sys.executable, "-X", "faulthandler", "-m", "scx_slo", "run",
+         "--user-data", str(work / "user-data"), "--state-dir", str(work / "state"),
+         "--cri-socket", CRI_SOCK, "--api-socket", API_SOCK,
          "--name", NAME, "--interval", "2", "--resync", "30"],
         stdout=log, stderr=subprocess.STDOUT)
 
 
-def agent_log(tag: str) -> str:
-    return (WORK / f"agent-{tag}.log").read_text()
+def agent_log(tag: str, work: Path = WORK) -> str:
+    return (work / f"agent-{tag}.log").read_text()
 
 
-def term(agent: subprocess.Popen, tag: str, timeout: float = 30) -> tuple[int, float]:
+def term(agent: subprocess.Popen, tag: str, timeout: float = 30,
+         work: Path = WORK) -> tuple[int, float]:
     """SIGTERM the agent; its exit code and the seconds it took. One that does not exit
     in time is made to dump every thread's stack (faulthandler, on SIGABRT) and the
     failure shows where."""
@@ -181,7 +184,7 @@ def term(agent: subprocess.Popen, tag: str, timeout: float = 30) -> tuple[int, f
         agent.send_signal(signal.SIGABRT)
         agent.wait(timeout=30)
         raise SystemExit(f"agent {tag} did not exit within {timeout:g} s of SIGTERM; "
-                         f"its log:\n{agent_log(tag)[-6000:]}") from None
+                         f"its log:\n{agent_log(tag, work)[-6000:]}") from None
 
 
 def main() -> None:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import base64
 import json
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,15 +21,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))        # tests/
 sys.path.insert(0, str(Path(__file__).resolve().parent))            # tests/vm/
 
-from agent_scenario import (KP, Sampler, enable_cpu, make_pod, pinned_map,  # noqa: E402
-                            spawn_in, state)
+from agent_scenario import (API_SOCK, CRI_SOCK, KP, NAME, Sampler, agent_log,  # noqa: E402
+                            enable_cpu, make_pod, pinned_map, spawn_in, start_agent, state,
+                            term)
 from fake_bottlerocket_api import start as start_api  # noqa: E402
 from fake_cri import start as start_cri  # noqa: E402
 from fake_kube_api import FakeKubeApi  # noqa: E402
 from polling import wait_for  # noqa: E402
 
 WORK = Path("/tmp/policy-test")
-API_SOCK, CRI_SOCK, NAME = "/run/api.sock", "/run/cri.sock", "scx-slo"
 
 
 def user_data() -> str:
@@ -82,22 +80,18 @@ def main() -> None:
     procs = [spawn_in(pods["web"][1], [sys.executable, "-c",
                                        "import time\nwhile True: time.sleep(0.001)"]),
              spawn_in(pods["shop"][1], ["sleep", "1000"])]
-    log = open(WORK / "agent.log", "w")
     started = time.monotonic()
-    agent = subprocess.Popen(
-        [sys.executable, "-X", "faulthandler", "-m", "scx_slo", "run",
-         "--user-data", str(WORK / "user-data"), "--state-dir", str(WORK / "state"),
-         "--cri-socket", CRI_SOCK, "--api-socket", API_SOCK, "--name", NAME,
-         "--interval", "2", "--resync", "30"], stdout=log, stderr=subprocess.STDOUT)
+    agent = start_agent("p", WORK)
 
-    def agent_log() -> str:
-        return (WORK / "agent.log").read_text()
+    def log() -> str:
+        return agent_log("p", WORK)
 
     def cls(ns: str) -> int | None:
         return pinned_map().get(ids[ns])
 
-    out["attached"] = bool(wait_for(lambda: state() == "enabled" and len(pinned_map()) >= 3,
-                                    120, 0.2))
+    # the agent scenario's pods may still be in the map: wait for these three
+    out["attached"] = bool(wait_for(lambda: state() == "enabled" and
+                                    set(ids.values()) <= set(pinned_map()), 120, 0.2))
     out["before"] = {ns: cls(ns) for ns in ids}
     out["watching"] = bool(wait_for(lambda: kube.watches() >= 1, 30, 0.1))
     procs += [spawn_in(pods["batch"][1], ["stress-ng", "--cpu", "1", "--quiet"])
@@ -118,7 +112,7 @@ def main() -> None:
     kube.apply({"metadata": {"name": "broken"}, "spec": {
         "classes": [{"name": "fast", "p99": "1ns"}]}})
     out["refused_logged"] = bool(wait_for(
-        lambda: "cluster policy refused: SloPolicy broken: spec.classes[0].p99" in agent_log(),
+        lambda: "cluster policy refused: SloPolicy broken: spec.classes[0].p99" in log(),
         30, 0.1))
     out["status_broken"] = wait_for(lambda: (kube.objects["broken"].get("status") or {}), 10, 0.1)
     out["after_broken"] = {ns: cls(ns) for ns in ids}
@@ -127,7 +121,7 @@ def main() -> None:
         "classes": [{"name": "shop", "p99": "100ms", "weight": 0}],
         "rules": [{"class": "shop", "namespace": "shop"}]}})
     out["update_refused_logged"] = bool(wait_for(
-        lambda: "SloPolicy shop: spec.classes[0].weight" in agent_log(), 30, 0.1))
+        lambda: "SloPolicy shop: spec.classes[0].weight" in log(), 30, 0.1))
     out["status_shop_2"] = wait_for(
         lambda: (kube.objects["shop"].get("status") or {}).get("observedGeneration") == 2
         and kube.objects["shop"]["status"], 10, 0.1)
@@ -139,21 +133,15 @@ def main() -> None:
     sampler.join()
     out["states"] = sorted(sampler.seen)
     out["samples"] = sampler.samples
-    out["loads"] = agent_log().count("loaded and attached")
+    out["loads"] = log().count("loaded and attached")
 
     api.settings["host-containers"][NAME]["enabled"] = False
-    agent.send_signal(signal.SIGTERM)
-    try:
-        out["term_rc"] = agent.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        agent.send_signal(signal.SIGABRT)
-        agent.wait(timeout=30)
-        out["term_rc"] = "timeout"
+    out["term_rc"], _ = term(agent, "p", work=WORK)
     out["state_after"] = wait_for(lambda: state() == "disabled" and "disabled", 10) or state()
     out["run_s"] = time.monotonic() - started
     out["events"] = [{k: e.get(k) for k in ("involvedObject", "reason", "type", "message")}
                      for e in kube.events]
-    out["agent_log"] = agent_log()[-3000:]
+    out["agent_log"] = log()[-3000:]
     for p in procs:
         p.kill()
     cri.stop()
