@@ -178,11 +178,9 @@ def test_agent_killed_during_load(fvm):
     row = TABLE.row("agent.kill_during_load")
     delays = [0.5, 2.5, 8.0] if SCALE == "quick" else [x / 2 for x in range(1, 25)]
     out = guest(fvm, "killload --delays " + " ".join(map(str, delays)), timeout=3600)
-    from scx_slo.loader import gate
-    from scx_slo.loader.scheduler import KEEPALIVE_MAPS, LINK_PIN
+    from scx_slo.loader.scheduler import KEEPALIVE_MAPS, LINK_PIN, OWN_MAPS
 
-    full = {LINK_PIN, *(m.name for m in gate.REQUIRED_MAPS),
-            *(r.name for r in gate.RING_BUFFERS), *KEEPALIVE_MAPS}
+    full = {LINK_PIN, *OWN_MAPS, *KEEPALIVE_MAPS}
     assert full == {"link", "slo_cgroups", "slo_classes", "slo_exit", "slo_gen", "slo_stats",
                     "slo_cg_bw", "slo_misses", "slo_bw_timer", "slo_slice_timer"}
     for c in out["cycles"]:

@@ -20,6 +20,7 @@ the reader needs the kernel.
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import threading
@@ -97,8 +98,7 @@ class MissAlerts:
         delay_s = rec["delay_ns"] / 1e9
         pm.total += 1
         pm.delay_sum_s += delay_s
-        pm.buckets[next((i for i, b in enumerate(DELAY_BUCKETS) if delay_s <= b),
-                        len(DELAY_BUCKETS))] += 1
+        pm.buckets[bisect.bisect_left(DELAY_BUCKETS, delay_s)] += 1
         pm.since_log += 1
         pm.worst_since_log_ns = max(pm.worst_since_log_ns, rec["delay_ns"])
         window_s = self.cfg.window_ns / 1e9

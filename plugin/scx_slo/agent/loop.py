@@ -166,12 +166,12 @@ class Agent:
         for note in merged.notes:
             log.info("cluster policy: %s", note)
         config = merged.loaded.config
-        accepted = sorted(n for n, v in merged.verdicts.items() if v.in_force)
+        in_force = sorted(n for n, v in merged.verdicts.items() if v.in_force)
         if (config.classes, config.rules, config.annotations) != \
                 (self.config.classes, self.config.rules, self.config.annotations):
             self.config = config
             self.config_source = f"{self.node_settings.filename} + SloPolicy " \
-                                 f"{', '.join(accepted) or '(none)'}"
+                                 f"{', '.join(in_force) or '(none)'}"
             self.configure_classes()
             self.reconcile()
             self.out.log(f"settings: {len(config.classes) - 1} SLO class(es), "

@@ -32,6 +32,8 @@ OPS_FIELDS = ("timeout_ms", "flags", "exit_dump_len")
 # Maps pinned only to keep them alive: the kernel frees a map's BPF timers once no
 # user space reference (fd or pin) is left, and the scheduler outlives its loader.
 KEEPALIVE_MAPS = ("slo_bw_timer", "slo_slice_timer")
+# The maps the loader opens, pins and unpins by name: the required ones and the ring buffers.
+OWN_MAPS = (*(spec.name for spec in gate.REQUIRED_MAPS), *(ring.name for ring in gate.RING_BUFFERS))
 
 
 class SchedulerError(ScxSloError):
@@ -223,8 +225,7 @@ class Scheduler:
         """Load into the kernel; a verifier rejection raises libbpf.VerifierError."""
         obj = self._require_open()
         obj.load()
-        for name in (*(spec.name for spec in gate.REQUIRED_MAPS),
-                     *(ring.name for ring in gate.RING_BUFFERS)):
+        for name in OWN_MAPS:
             self.maps[name] = obj.map(name)
 
     def verified_insns(self) -> dict[str, int]:
@@ -261,8 +262,7 @@ class Scheduler:
             self.link.unpin()
         else:
             Map.unpin(self.pin_dir / LINK_PIN)
-        for name in (*(spec.name for spec in gate.REQUIRED_MAPS),
-                     *(ring.name for ring in gate.RING_BUFFERS), *KEEPALIVE_MAPS):
+        for name in (*OWN_MAPS, *KEEPALIVE_MAPS):
             Map.unpin(self.pin_dir / name)
         try:
             self.pin_dir.rmdir()
