@@ -24,6 +24,7 @@ from elftools.elf.elffile import ELFFile
 from scx_slo import default_object_path
 from scx_slo.loader import gate
 from scx_slo.loader.btf import Btf, Kind, Layout
+from scx_slo.loader.topology import Topology
 from scx_slo.errors import ScxSloError
 
 DEFAULT_PIN_DIR = Path("/sys/fs/bpf/scx_slo")
@@ -89,6 +90,7 @@ class Scheduler:
         self.gaps: list[str] = []      # what this kernel cannot do with the object (left out)
         self._typed: dict[str, Any] = {}
         self._miss_layout: Layout | None = None
+        self._topology_set = False
 
     # -- creation ---------------------------------------------------------------------
     @classmethod
@@ -158,8 +160,9 @@ class Scheduler:
             raise SchedulerError("the object is loaded: tunables are read-only now")
         return self.obj
 
-    def set_tunables(self, **values: int) -> None:
-        """Set .rodata variables by name; types and ranges are checked against BTF."""
+    def set_tunables(self, **values: int | list[int]) -> None:
+        """Set .rodata variables (integers, arrays of them) by name; types, lengths and
+        ranges are checked against BTF."""
         obj = self._require_open()
         variables = self.types.rodata()
         buf = obj.map(".rodata").initial_value()
@@ -169,9 +172,15 @@ class Scheduler:
                                      f"(have {', '.join(sorted(variables))})")
             var, off, size = variables[name]
             layout = Layout(self.types.btf, var.ref)
-            if layout.type.kind not in (Kind.INT, Kind.ENUM, Kind.ENUM64):
-                raise SchedulerError(f"tunable {name!r} is a {layout.type.kind.name}, "
-                                     f"not an integer")
+            kind = layout.type.kind
+            if kind == Kind.ARRAY:
+                kind = self.types.btf.resolve(layout.type.data[0]).kind
+                if not isinstance(value, (list, tuple)):
+                    raise SchedulerError(f"tunable {name!r} is an array: give a list")
+            elif isinstance(value, (list, tuple)):
+                raise SchedulerError(f"tunable {name!r} is a {kind.name}, not an array")
+            if kind not in (Kind.INT, Kind.ENUM, Kind.ENUM64):
+                raise SchedulerError(f"tunable {name!r} holds {kind.name}, not integers")
             try:
                 packed = layout.pack(value)
             except (TypeError, ValueError) as exc:
@@ -180,6 +189,8 @@ class Scheduler:
                 raise SchedulerError(f"tunable {name!r}: BTF and .rodata disagree "
                                      f"({size} bytes at {off}, section {len(buf)})")
             buf[off:off + size] = packed
+        if "nr_llcs" in values:
+            self._topology_set = True
 
     def tunables(self) -> dict[str, int]:
         """The current .rodata values (initial values before load)."""
@@ -221,9 +232,17 @@ class Scheduler:
         return {k: values[k] for k in (*OPS_FIELDS, "name") if k in values}
 
     # -- load / attach / pin --------------------------------------------------------------
+    def set_topology(self, topo: Topology | None = None) -> None:
+        """Tell the scheduler the CPU topology (by default this machine's, from sysfs)."""
+        self.set_tunables(**(topo or Topology.read()).rodata())
+
     def load(self) -> None:
-        """Load into the kernel; a verifier rejection raises libbpf.VerifierError."""
+        """Load into the kernel (with this machine's topology unless set_topology() gave
+        one, where the object takes one); a verifier rejection raises
+        libbpf.VerifierError."""
         obj = self._require_open()
+        if not self._topology_set and "nr_llcs" in self.types.rodata():
+            self.set_topology()
         obj.load()
         for name in OWN_MAPS:
             self.maps[name] = obj.map(name)
