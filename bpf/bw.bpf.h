@@ -199,7 +199,8 @@ static __always_inline bool bw_park(struct task_struct *p, struct task_ctx *tctx
 /*
  * Put parked tasks whose cgroups have quota again (or that waited
  * timeout_ms/4, so the watchdog never sees a cpu.max wait) back on their
- * queue, latency-critical by deadline, the rest by vtime; wake an idle CPU.
+ * queue (their CPU's LLC's), latency-critical by deadline, the rest by vtime;
+ * wake an idle CPU.
  * A global function, so the timer callback that calls it is cheap to verify
  * from each program that sets the callback. It takes the RCU read lock for
  * the DSQ iterator itself: one of those programs (init) is sleepable, and
@@ -212,6 +213,7 @@ __noinline int bw_release_parked(u64 now)
 	struct task_struct *q;
 	struct task_ctx *tctx;
 	bool late, moved, left_lat;
+	u32 llc;
 	s32 cpu;
 	int i;
 
@@ -230,9 +232,12 @@ __noinline int bw_release_parked(u64 now)
 			late = !tctx || now - tctx->enq_at > limit;
 			if (!late && bw_throttled(tctx, now))
 				continue;
+			llc = llc_of(scx_bpf_task_cpu(q));
 			if (tctx && tctx->lat && !tctx->over) {
 				slo_dsq_move_set_vtime(&it, tctx->deadline);
-				moved = slo_dsq_move_vtime(&it, q, LAT_DSQ, 0);
+				moved = slo_dsq_move_vtime(&it, q, lat_dsq(llc), 0);
+				if (moved)
+					lat_queued_in(tctx);
 			} else {
 				vtime = q->scx.dsq_vtime;
 				barrier_var(vtime);	/* two loads: clang would merge them */
@@ -241,7 +246,7 @@ __noinline int bw_release_parked(u64 now)
 				if (slo_time_before(vtime, vtime_now - slice_ns))
 					vtime = vtime_now - slice_ns;
 				slo_dsq_move_set_vtime(&it, vtime);
-				moved = slo_dsq_move_vtime(&it, q, BATCH_DSQ, 0);
+				moved = slo_dsq_move_vtime(&it, q, batch_dsq(llc), 0);
 				if (moved && tctx)
 					tctx->in_order = 1;
 			}

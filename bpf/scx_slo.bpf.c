@@ -11,25 +11,33 @@
  *    in task storage and recomputed, from the cgroup id, when user space bumps
  *    slo_gen, when cpu.weight changes, or when the task moves cgroup. Class 0
  *    is the default (batch) class.
- *  - Latency-critical classes: on wakeup take an idle CPU if there is one;
- *    otherwise queue on LAT_DSQ ordered by deadline (wakeup + class budget)
- *    and preempt one CPU that runs lower-class work (SCX_KICK_PREEMPT), or
- *    else (lat_preempt_ns set) its own CPU if the latency-critical task has run
- *    lat_preempt_ns and is not due before it (it queues again by a fresh
- *    deadline). A waker claims its victim atomically; the claim ends when
- *    the victim reschedules or after KICK_CLAIM_NS, so one kick per CPU is
- *    in flight and a lost one does not take the CPU out of reach. The
- *    minimum run keeps latency-critical tasks from preempting each other in
- *    a loop. Short slices, and while latency-critical tasks wait on LAT_DSQ
- *    a 1 ms BPF timer preempts CPUs whose task ran past its slice: at HZ=100
- *    a slice would otherwise last until the next 10 ms tick.
+ *  - Queues by topology: each last-level cache (split where one spans NUMA
+ *    nodes) has a latency-critical and a batch DSQ; a task queues on its
+ *    CPU's LLC. A CPU serves its own LLC's queues, then steals from the
+ *    nearest LLC with work (its node's first), latency-critical before
+ *    batch; every 100 ms it also takes from a nearby LLC whose batch queue is
+ *    a round longer than its own, so busy LLCs even out.
+ *  - Latency-critical classes: on wakeup take an idle CPU (a fully idle core
+ *    first), else preempt the nearest CPU that runs lower-class work: the
+ *    task's own, its SMT sibling, a sample of its LLC, of its node, of the
+ *    machine (or, lat_preempt_ns set, its own CPU if the latency-critical task
+ *    there has run lat_preempt_ns and is not due before it). Either way the
+ *    task goes straight onto that CPU's local DSQ (SCX_ENQ_PREEMPT), so the
+ *    CPU kicked runs the task it was kicked for. With neither, it queues by
+ *    deadline (wakeup + class budget). A waker claims its victim atomically;
+ *    the claim ends when the victim reschedules or after KICK_CLAIM_NS, so one
+ *    kick per CPU is in flight and a lost one does not take the CPU out of
+ *    reach. The minimum run keeps latency-critical tasks from preempting each
+ *    other in a loop. Short slices, and while latency-critical tasks are
+ *    queued a 1 ms BPF timer preempts CPUs whose task ran past its slice: at
+ *    HZ=100 a slice would otherwise last until the next 10 ms tick.
  *  - Entitlement: a latency-critical cgroup is served first only up to its
  *    share of the machine (its hierarchical share, below, times the CPUs),
  *    accrued as it runs and banked for at most ENTITLE_WINDOW_NS. Beyond that
  *    its tasks are served as batch (by weight, preemptible) until the share
  *    catches up, so a latency-critical pod cannot take the CPU batch pods'
  *    requests guarantee them.
- *  - Everything else: weighted virtual time on BATCH_DSQ. A task's weight is
+ *  - Everything else: weighted virtual time on the batch queues. A task's weight is
  *    its cgroup's hierarchical share, as the kernel's fair class computes it
  *    (at each level cpu.weight over the sum of the active siblings' weights,
  *    multiplied up to the root), split among the cgroup's runnable tasks by
@@ -45,7 +53,7 @@
  *    while batch work is queued and the debt reaches that many batch slices,
  *    the CPU runs batch (floor boost), which lat wakeups do not preempt.
  *    Per-CPU kthreads go to their CPU's local DSQ, ahead of both DSQs. Every
- *    100 ms each CPU scans the tail of BATCH_DSQ and runs every task (up to
+ *    100 ms each CPU scans the tail of its LLC's batch queue and runs every task (up to
  *    32) that has waited more than timeout_ms/4, each for a short slice, so
  *    the bound holds however many tasks starve.
  *  - Observability: per-class, per-CPU wakeup-to-run log2 histograms and
@@ -64,9 +72,11 @@ char _license[] SEC("license") = "GPL";
 #define SLO_MAX_CPUS		1024
 #define SLO_HIST_BUCKETS	32
 
-#define LAT_DSQ			1
-#define BATCH_DSQ		2
+#define SLO_MAX_LLCS		256
 #define THROTTLE_DSQ		4	/* tasks of cgroups out of cpu.max quota */
+#define LAT_DSQ_BASE		0x100	/* + LLC: latency-critical tasks queued near that LLC */
+#define BATCH_DSQ_BASE		0x200	/* + LLC: batch tasks queued near that LLC */
+#define VICTIM_PROBES		8	/* CPUs sampled per tier when looking for a victim */
 
 #define SLO_BW_LEVELS		4	/* limited cgroups charged per task */
 #define BW_TIMER_NS		(2ULL * 1000 * 1000)
@@ -94,6 +104,20 @@ const volatile u32 miss_frac_pct = 100;
 const volatile u64 slice_timer_ns = 1ULL * 1000 * 1000;	/* slice ends enforced this finely; 0 = at ticks */
 const volatile u64 lat_preempt_ns = 0;	/* a latency-critical run this long may be preempted by another; 0 = never */
 
+/*
+ * The CPU topology, from sysfs at load time (scx_slo.loader.topology). CPUs
+ * are grouped by last-level cache (split where one spans NUMA nodes), LLCs by
+ * node: LLC l holds topo_order[llc_first[l] .. llc_first[l + 1]), and its
+ * node the LLCs llc_node_first[l] .. llc_node_end[l] - 1.
+ */
+const volatile u32 nr_llcs = 0;				/* 0: not set (init refuses) */
+const volatile u32 cpu_llc[SLO_MAX_CPUS];
+const volatile s32 cpu_sibling[SLO_MAX_CPUS];		/* an SMT sibling, or the CPU itself */
+const volatile u16 topo_order[SLO_MAX_CPUS];
+const volatile u32 llc_first[2 * SLO_MAX_LLCS];		/* nr_llcs + 1 used */
+const volatile u32 llc_node_first[SLO_MAX_LLCS];
+const volatile u32 llc_node_end[SLO_MAX_LLCS];
+
 /* ---- maps shared with user space ---- */
 struct slo_class_entry {
 	u32 class_id;
@@ -117,13 +141,18 @@ struct slo_class_stats {
 	u64 nr_floor_boosts;	/* batch slices forced by the floor */
 	u64 nr_fallbacks;	/* latency-critical wakeups with no idle/preemptible CPU */
 	u64 nr_kthread_local;	/* per-CPU kthreads sent to their local DSQ */
-	u64 nr_starve_rescues;	/* tasks pulled out of BATCH_DSQ by the starvation scan */
+	u64 nr_starve_rescues;	/* tasks pulled out of a batch queue by the starvation scan */
 	u64 nr_class_errors;	/* cgroup mapped to an out-of-range class (used 0) */
 	u64 nr_enqueues;
 	u64 run_ns;		/* CPU time consumed by the class */
 	u64 nr_throttled;	/* tasks parked because a cgroup ran out of cpu.max quota */
 	u64 nr_over_share;	/* latency-critical enqueues served as batch: over the cgroup's share */
 	u64 nr_miss_drops;	/* latency-critical misses not in slo_misses (rate, ring full) */
+	u64 nr_preempt_llc;	/* of nr_preempts: the victim shares the waking CPU's LLC */
+	u64 nr_preempt_node;	/* ... another LLC of its NUMA node */
+	u64 nr_preempt_far;	/* ... another node */
+	u64 nr_steals;		/* tasks a CPU with empty queues took from another LLC's */
+	u64 nr_balances;	/* tasks taken from an LLC whose queue was a round longer */
 };
 
 /* One SLO miss, as the agent reads it from slo_misses. */
@@ -277,8 +306,10 @@ struct task_ctx {
 	u32 class_id;
 	u32 class_w;
 	u32 lat;		/* latency-critical class */
-	u32 in_order;		/* queued on BATCH_DSQ, will run in vtime order */
+	u32 in_order;		/* on a batch queue, will run in vtime order */
 	u32 over;		/* latency-critical, but its cgroup is over its share: served as batch */
+	u32 lat_queued;		/* counted in nr_lat_queued (on a latency-critical DSQ) */
+	s32 woke_from;		/* the CPU it last ran on, as select_cpu saw it; -1: none */
 };
 
 struct {
@@ -290,7 +321,11 @@ struct {
 
 enum cur_kind { CUR_IDLE = 0, CUR_BATCH = 1, CUR_LAT = 2, CUR_KTHREAD = 3 };
 
-/* Written only by the owning CPU, read (racily) by others to pick a victim. */
+/*
+ * Written only by the owning CPU (but kick_at, a waker's claim), read racily
+ * by others to pick a victim; one cache line each, so a CPU's writes at every
+ * context switch do not invalidate its neighbours' entries.
+ */
 struct cpu_ctx {
 	u64 started_at;
 	u64 floor_debt;		/* latency-critical ns not yet matched by batch time at the floor rate */
@@ -302,7 +337,7 @@ struct cpu_ctx {
 	u32 cur;		/* enum cur_kind */
 	u32 floor_boost;	/* the running batch task is the floor's: do not preempt */
 	u32 boost_next;		/* dispatch granted the floor to the next batch task */
-};
+} __attribute__((aligned(64)));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -313,13 +348,20 @@ struct {
 
 /*
  * Virtual time of the batch work now being served: the vtime of tasks taken
- * from the head of BATCH_DSQ (or kept because they still lead it). Tasks that
+ * from the head of a batch queue (or kept because they still lead it). Tasks that
  * run out of order (direct dispatch, per-CPU kthreads, starvation rescues) do
  * not move it, so a rescued laggard cannot drag every waker behind it.
  */
-u64 vtime_now;
-u64 weight_gen;
-u64 hw_gen;			/* bumped when a cgroup becomes active or idle */
+/*
+ * The globals written on the hot path each have a cache line: vtime_now (a
+ * task runs in vtime order), hw_gen (a cgroup's activity changes),
+ * nr_lat_queued (latency-critical tasks queued and taken). The rest are read
+ * far more often than written.
+ */
+u64 vtime_now __attribute__((aligned(64)));
+u64 hw_gen __attribute__((aligned(64)));	/* bumped when a cgroup becomes active or idle */
+s64 nr_lat_queued __attribute__((aligned(64)));	/* tasks on the latency-critical DSQs */
+u64 weight_gen __attribute__((aligned(64)));
 u64 root_cgid;			/* the root cgroup, as cgroup_init names it */
 s64 nr_bw_cgroups;		/* cgroups with a cpu.max quota */
 u64 bw_timer_armed;
@@ -354,6 +396,93 @@ static __always_inline struct cpu_ctx *cpu_ctx_of(s32 cpu)
 	u32 key = cpu;
 
 	return bpf_map_lookup_elem(&slo_cpu_ctx, &key);
+}
+
+/*
+ * Readers of the topology arrays. The index is masked as well as checked:
+ * clang may drop or reorder a check it has proved, the verifier needs one it
+ * can see (the array sizes are powers of two).
+ */
+/* The LLC (topology index) of @cpu. */
+static __always_inline u32 llc_of(s32 cpu)
+{
+	u32 c = cpu;
+
+	if (c >= SLO_MAX_CPUS)
+		return 0;
+	barrier_var(c);
+	return cpu_llc[c & (SLO_MAX_CPUS - 1)];
+}
+
+static __always_inline s32 sibling_of(s32 cpu)
+{
+	u32 c = cpu;
+
+	if (c >= SLO_MAX_CPUS)
+		return cpu;
+	barrier_var(c);
+	return cpu_sibling[c & (SLO_MAX_CPUS - 1)];
+}
+
+/* Where LLC @l's CPUs start in topo_order (@l = nr_llcs: where they end). */
+static __always_inline u32 llc_start(u32 l)
+{
+	if (l > SLO_MAX_LLCS)
+		return 0;
+	barrier_var(l);
+	return llc_first[l & (2 * SLO_MAX_LLCS - 1)];
+}
+
+/* The first LLC of @l's node, and one past its last. */
+static __always_inline u32 node_first(u32 l)
+{
+	if (l >= SLO_MAX_LLCS)
+		return 0;
+	barrier_var(l);
+	return llc_node_first[l & (SLO_MAX_LLCS - 1)];
+}
+
+static __always_inline u32 node_end(u32 l)
+{
+	if (l >= SLO_MAX_LLCS)
+		return 0;
+	barrier_var(l);
+	return llc_node_end[l & (SLO_MAX_LLCS - 1)];
+}
+
+static __always_inline u64 lat_dsq(u32 llc)
+{
+	return LAT_DSQ_BASE + llc;
+}
+
+static __always_inline u64 batch_dsq(u32 llc)
+{
+	return BATCH_DSQ_BASE + llc;
+}
+
+/*
+ * The @k-th nearest LLC to @llc (k = 0: itself): the LLCs of its node in a
+ * ring from it, then the other nodes' from the next node on.
+ */
+static __always_inline u32 llc_near(u32 llc, u32 k)
+{
+	u32 first, end, n;
+
+	if (llc >= SLO_MAX_LLCS || !nr_llcs)
+		return 0;
+	first = node_first(llc);
+	end = node_end(llc);
+	if (end <= first || llc < first)
+		return llc;
+	n = end - first;
+	if (k < n)
+		return first + (llc - first + k) % n;
+	return (end + k - n) % nr_llcs;
+}
+
+static __always_inline bool same_node(u32 a, u32 b)
+{
+	return node_first(a) == node_first(b);
 }
 
 static __always_inline u64 slo_gen_now(void)
@@ -573,6 +702,23 @@ static __always_inline void task_count_out(struct task_ctx *tctx)
 	}
 }
 
+/* @tctx's task went on a latency-critical DSQ / left it (it runs, sleeps or exits). */
+static __always_inline void lat_queued_in(struct task_ctx *tctx)
+{
+	if (!tctx->lat_queued) {
+		tctx->lat_queued = 1;
+		__sync_fetch_and_add(&nr_lat_queued, 1);
+	}
+}
+
+static __always_inline void lat_queued_out(struct task_ctx *tctx)
+{
+	if (tctx->lat_queued) {
+		tctx->lat_queued = 0;
+		__sync_fetch_and_add(&nr_lat_queued, -1);
+	}
+}
+
 /*
  * The cgroup's share of the machine, SLO_W_ONE = all of it (at least 1). Below
  * the root the fractions change only when a cgroup's activity does (hw_gen), so
@@ -725,7 +871,7 @@ __noinline int take_from(u64 dsq, s32 cpu, u64 now)
 
 /*
  * HZ=100 ends a slice only at the next 10 ms tick. While latency-critical
- * tasks wait on LAT_DSQ (no idle CPU, no preemptible one), a BPF timer every
+ * tasks wait on a queue (no idle CPU, no preemptible one), a BPF timer every
  * slice_timer_ns (1 ms) preempts every CPU whose task has run past its
  * slice, so a queued latency-critical task waits for a slice, not a tick.
  */
@@ -753,8 +899,7 @@ static int slice_timer_fn(void *map, int *key, struct bw_timer *t)
 {
 	slice_kick_expired(now_ns());
 	slice_timer_armed = 0;
-	if (scx_bpf_dsq_nr_queued(LAT_DSQ) > 0 &&
-	    __sync_bool_compare_and_swap(&slice_timer_armed, 0, 1))
+	if (nr_lat_queued > 0 && __sync_bool_compare_and_swap(&slice_timer_armed, 0, 1))
 		bpf_timer_start(&t->timer, slice_timer_ns, 0);
 	return 0;
 }
@@ -774,7 +919,7 @@ static __always_inline long slice_timer_make(void)
 	return bpf_timer_set_callback(&t->timer, slice_timer_fn);
 }
 
-/* A latency-critical task now waits on LAT_DSQ: make sure the slice timer runs. */
+/* A latency-critical task now waits on a queue: make sure the slice timer runs. */
 static __always_inline void slice_timer_arm(void)
 {
 	struct bw_timer *t;
@@ -819,17 +964,59 @@ static __always_inline bool victim_ok(struct cpu_ctx *cc, u64 now, u64 dl, bool 
 	return !claim || __sync_bool_compare_and_swap(&cc->kick_at, at, now);
 }
 
+/* Whether @cpu (not @prefer, allowed to @p) may be preempted, as victim_ok(). */
+static __always_inline bool victim_at(struct task_struct *p, s32 cpu, s32 prefer, u64 now,
+				      u64 dl, bool claim)
+{
+	struct cpu_ctx *cc;
+
+	if (cpu == prefer || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+		return false;
+	cc = cpu_ctx_of(cpu);
+	return cc && victim_ok(cc, now, dl, false, claim);
+}
+
+/*
+ * A victim among at most VICTIM_PROBES CPUs of topo_order[first, end),
+ * consecutive from a random one: the cost does not grow with the range, and
+ * wakers spread over it instead of all trying its first CPU. -1: none.
+ */
+static __always_inline s32 victim_in(struct task_struct *p, u32 first, u32 end, s32 prefer,
+				     u64 now, u64 dl, bool claim)
+{
+	u32 n, start, i, idx;
+	s32 cpu;
+
+	if (end <= first || end > SLO_MAX_CPUS)
+		return -1;
+	n = end - first;
+	start = bpf_get_prandom_u32() % n;
+	bpf_for(i, 0, VICTIM_PROBES) {
+		if (i >= n)
+			break;
+		idx = first + (start + i) % n;
+		if (idx >= SLO_MAX_CPUS)
+			break;
+		barrier_var(idx);
+		cpu = topo_order[idx & (SLO_MAX_CPUS - 1)];
+		if (victim_at(p, cpu, prefer, now, dl, claim))
+			return cpu;
+	}
+	return -1;
+}
+
 /*
  * Pick (and with @claim, claim) a CPU to preempt for a latency-critical task
- * due at @dl: @prefer if it runs batch work, else the first allowed CPU that
- * does, else @prefer if its latency-critical task has had its turn. Only
+ * due at @dl, nearest first: @prefer (the task's CPU) if it runs batch work,
+ * then its SMT sibling, then a sample of its LLC, of its NUMA node, of the
+ * machine; last, @prefer if its latency-critical task has had its turn. Only
  * @prefer is taken from latency-critical work: elsewhere the slice timer
  * ends such runs once their slice is over.
  */
 static s32 pick_victim(struct task_struct *p, s32 prefer, u64 dl, bool claim)
 {
-	struct cpu_ctx *cc, *pc;
-	u32 nr = scx_bpf_nr_cpu_ids();
+	u32 llc = llc_of(prefer), nf = node_first(llc), ne = node_end(llc);
+	struct cpu_ctx *pc;
 	u64 now = now_ns();
 	s32 cpu;
 
@@ -838,24 +1025,36 @@ static s32 pick_victim(struct task_struct *p, s32 prefer, u64 dl, bool claim)
 		pc = NULL;
 	if (pc && victim_ok(pc, now, dl, false, claim))
 		return prefer;
-
-	bpf_for(cpu, 0, SLO_MAX_CPUS) {
-		if (cpu >= nr)
-			break;
-		if (cpu == prefer)
-			continue;
-		cc = cpu_ctx_of(cpu);
-		if (!cc || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
-			continue;
-		if (victim_ok(cc, now, dl, false, claim))
-			return cpu;
-	}
+	cpu = sibling_of(prefer);
+	if (victim_at(p, cpu, prefer, now, dl, claim))
+		return cpu;
+	cpu = victim_in(p, llc_start(llc), llc_start(llc + 1), prefer, now, dl, claim);
+	if (cpu < 0 && ne - nf > 1)
+		cpu = victim_in(p, llc_start(nf), llc_start(ne), prefer, now, dl, claim);
+	if (cpu < 0 && ne - nf < nr_llcs)
+		cpu = victim_in(p, 0, llc_start(nr_llcs), prefer, now, dl, claim);
+	if (cpu >= 0)
+		return cpu;
 	if (pc && victim_ok(pc, now, dl, true, claim)) {
 		if (claim)
 			__sync_fetch_and_add(&nr_lat_preempts, 1);
 		return prefer;
 	}
 	return -1;
+}
+
+/* Count a preemption for a task woken on @from of @victim, by distance. */
+static __always_inline void count_preempt(struct slo_class_stats *st, s32 from, s32 victim)
+{
+	u32 a = llc_of(from), b = llc_of(victim);
+
+	st->nr_preempts++;
+	if (a == b)
+		st->nr_preempt_llc++;
+	else if (same_node(a, b))
+		st->nr_preempt_node++;
+	else
+		st->nr_preempt_far++;
 }
 
 /* select_cpu: an idle CPU is taken directly by any class. */
@@ -869,6 +1068,8 @@ s32 BPF_STRUCT_OPS(slo_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake
 		return prev_cpu;
 
 	tctx = task_ctx_fresh(p);
+	if (tctx)
+		tctx->woke_from = prev_cpu;
 	/* out of cpu.max quota: enqueue parks it, no CPU is claimed for it */
 	if (tctx && tctx->bw_cgid[0] && bw_must_wait(tctx, now_ns()))
 		return prev_cpu;
@@ -919,6 +1120,65 @@ static __always_inline u64 vtime_charge(struct task_struct *p, struct task_ctx *
 	return used * 100 * 256 / eff;
 }
 
+/* Queue latency-critical @p by deadline on @cpu's LLC; the slice timer runs while any waits. */
+static __always_inline void lat_queue(struct task_struct *p, struct task_ctx *tctx, s32 cpu,
+				      u64 enq_flags)
+{
+	slo_dsq_insert_vtime(p, lat_dsq(llc_of(cpu)), tctx->slice_ns, tctx->deadline, enq_flags);
+	lat_queued_in(tctx);
+	slice_timer_arm();
+}
+
+/*
+ * A latency-critical wakeup: an idle CPU (a fully idle core first), else a
+ * victim by proximity; either way straight onto that CPU's local DSQ, ahead
+ * of what it runs (SCX_ENQ_PREEMPT), so the CPU kicked runs the task it was
+ * kicked for. With neither, by deadline on the LLC's queue. A re-queue (slice
+ * expiry, preemption) happens on a CPU that is rescheduling: it queues.
+ */
+static __always_inline void enqueue_lat(struct task_struct *p, struct task_ctx *tctx,
+					struct slo_class_stats *st, u64 now, u64 enq_flags)
+{
+	s32 cpu = scx_bpf_task_cpu(p), from = tctx->woke_from, to;
+
+	tctx->deadline = (tctx->wake_at ? tctx->wake_at : now) + tctx->budget_ns;
+	tctx->woke_from = -1;
+	if (!(enq_flags & SCX_ENQ_WAKEUP)) {
+		lat_queue(p, tctx, cpu, enq_flags);
+		return;
+	}
+	to = scx_bpf_pick_idle_cpu(p->cpus_ptr, SCX_PICK_IDLE_CORE);
+	if (to < 0)
+		to = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
+	if (to >= 0) {
+		if (to != cpu && p->migration_disabled) {
+			lat_queue(p, tctx, cpu, enq_flags);
+			return;
+		}
+		slo_dsq_insert(p, to == cpu ? SCX_DSQ_LOCAL : SCX_DSQ_LOCAL_ON | to,
+			       tctx->slice_ns, enq_flags);
+		if (st)
+			st->nr_direct++;
+		return;
+	}
+	to = pick_victim(p, cpu, tctx->deadline, true);
+	if (to < 0) {
+		lat_queue(p, tctx, cpu, enq_flags);
+		if (st)
+			st->nr_fallbacks++;
+		return;
+	}
+	if (st)
+		count_preempt(st, from >= 0 ? from : cpu, to);
+	if (to != cpu && p->migration_disabled) {
+		lat_queue(p, tctx, to, enq_flags);
+		scx_bpf_kick_cpu(to, SCX_KICK_PREEMPT);
+		return;
+	}
+	slo_dsq_insert(p, to == cpu ? SCX_DSQ_LOCAL : SCX_DSQ_LOCAL_ON | to, tctx->slice_ns,
+		       enq_flags | SCX_ENQ_PREEMPT);
+}
+
 /* enqueue: per-CPU kthreads local, latency-critical by deadline + preempt, rest by vtime. */
 void BPF_STRUCT_OPS(slo_enqueue, struct task_struct *p, u64 enq_flags)
 {
@@ -948,7 +1208,8 @@ void BPF_STRUCT_OPS(slo_enqueue, struct task_struct *p, u64 enq_flags)
 	}
 
 	if (!tctx) {
-		slo_dsq_insert_vtime(p, BATCH_DSQ, slice_ns, vtime_now, enq_flags);
+		slo_dsq_insert_vtime(p, batch_dsq(llc_of(scx_bpf_task_cpu(p))), slice_ns, vtime_now,
+				     enq_flags);
 		return;
 	}
 	tctx->enq_at = now;
@@ -963,42 +1224,12 @@ void BPF_STRUCT_OPS(slo_enqueue, struct task_struct *p, u64 enq_flags)
 			return;
 	}
 
-	if (!serve_lat(p, tctx)) {
-		if (tctx->over && st)
-			st->nr_over_share++;
-	} else {
-		tctx->deadline = (tctx->wake_at ? tctx->wake_at : now) + tctx->budget_ns;
-		/* a re-queue (slice expiry, preemption) happens on a CPU that is rescheduling */
-		if (!(enq_flags & SCX_ENQ_WAKEUP)) {
-			slo_dsq_insert_vtime(p, LAT_DSQ, tctx->slice_ns, tctx->deadline, enq_flags);
-			slice_timer_arm();
-			return;
-		}
-		cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
-		if (cpu >= 0) {
-			slo_dsq_insert_vtime(p, LAT_DSQ, tctx->slice_ns, tctx->deadline, enq_flags);
-			scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
-			return;
-		}
-		cpu = pick_victim(p, scx_bpf_task_cpu(p), tctx->deadline, true);
-		if (cpu < 0) {
-			slo_dsq_insert_vtime(p, LAT_DSQ, tctx->slice_ns, tctx->deadline, enq_flags);
-			slice_timer_arm();
-			if (st)
-				st->nr_fallbacks++;
-			return;
-		}
-		if (st)
-			st->nr_preempts++;
-		if (cpu == scx_bpf_task_cpu(p) && cpu == (s32)bpf_get_smp_processor_id()) {
-			/* the victim is this CPU: preempt in place, no IPI/irq_work round trip */
-			slo_dsq_insert(p, SCX_DSQ_LOCAL, tctx->slice_ns, enq_flags | SCX_ENQ_PREEMPT);
-			return;
-		}
-		slo_dsq_insert_vtime(p, LAT_DSQ, tctx->slice_ns, tctx->deadline, enq_flags);
-		scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
+	if (serve_lat(p, tctx)) {
+		enqueue_lat(p, tctx, st, now, enq_flags);
 		return;
 	}
+	if (tctx->over && st)
+		st->nr_over_share++;
 
 	/*
 	 * Bound the lag a task may be owed, on every enqueue, to one slice of
@@ -1010,7 +1241,8 @@ void BPF_STRUCT_OPS(slo_enqueue, struct task_struct *p, u64 enq_flags)
 	lag = vtime_charge(p, tctx, slice_ns);
 	if (slo_time_before(vtime, vtime_now - lag))
 		vtime = vtime_now - lag;
-	slo_dsq_insert_vtime(p, BATCH_DSQ, tctx->slice_ns, vtime, enq_flags);
+	slo_dsq_insert_vtime(p, batch_dsq(llc_of(scx_bpf_task_cpu(p))), tctx->slice_ns, vtime,
+			     enq_flags);
 	tctx->in_order = 1;
 
 	cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
@@ -1050,14 +1282,23 @@ static __always_inline void account_run(struct task_struct *p, struct task_ctx *
 		bw_account(tctx, used, now);
 }
 
-/* vtime of the first task on BATCH_DSQ; false if it is empty. */
-static __always_inline bool batch_head_vtime(u64 *vtime)
+/*
+ * vtime of the first task on @dsq; false if it is empty. scx_bpf_dsq_peek()
+ * (6.19) reads the head without an iterator; older kernels open one.
+ */
+static __always_inline bool head_vtime(u64 dsq, u64 *vtime)
 {
 	struct bpf_iter_scx_dsq it;
 	struct task_struct *q;
 	bool found = false;
 
-	if (!bpf_iter_scx_dsq_new(&it, BATCH_DSQ, 0)) {
+	if (bpf_ksym_exists(scx_bpf_dsq_peek)) {
+		q = scx_bpf_dsq_peek(dsq);
+		if (q)
+			*vtime = q->scx.dsq_vtime;
+		return q != NULL;
+	}
+	if (!bpf_iter_scx_dsq_new(&it, dsq, 0)) {
 		q = bpf_iter_scx_dsq_next(&it);
 		if (q) {
 			*vtime = q->scx.dsq_vtime;
@@ -1071,11 +1312,12 @@ static __always_inline bool batch_head_vtime(u64 *vtime)
 /*
  * dispatch runs while @prev is still current and not yet re-queued, so
  * decide here whether @prev (slice used up, still runnable) should go on:
- * a latency-critical prev goes on unless an earlier deadline is queued; a
- * batch prev goes on while its vtime (with the pending charge) stays below
- * the head of BATCH_DSQ.
+ * neither goes on while latency-critical tasks are queued anywhere; a batch
+ * prev goes on while its vtime (with the pending charge) stays below the
+ * head of its LLC's batch queue @bq.
  */
-static __always_inline bool keep_prev(struct task_struct *prev, struct cpu_ctx *cc, u64 now)
+static __always_inline bool keep_prev(struct task_struct *prev, struct cpu_ctx *cc, u64 bq,
+				      u64 now)
 {
 	struct task_ctx *tctx;
 	bool charged, lat;
@@ -1093,18 +1335,13 @@ static __always_inline bool keep_prev(struct task_struct *prev, struct cpu_ctx *
 		if (bw_must_wait(tctx, now))
 			return false;
 	}
+	if (nr_lat_queued > 0)
+		return false;
 	lat = serve_lat(prev, tctx);
-	if (lat) {
-		if (scx_bpf_dsq_nr_queued(LAT_DSQ) > 0)
-			return false;
-	} else {
-		if (scx_bpf_dsq_nr_queued(LAT_DSQ) > 0)
-			return false;
-		if (batch_head_vtime(&head) &&
-		    !slo_time_before(prev->scx.dsq_vtime +
-				     vtime_charge(prev, tctx, now - cc->started_at), head))
-			return false;
-	}
+	if (!lat && head_vtime(bq, &head) &&
+	    !slo_time_before(prev->scx.dsq_vtime + vtime_charge(prev, tctx, now - cc->started_at),
+			     head))
+		return false;
 	/* prev goes on without stopping/running: account its run so far here */
 	if (!lat && slo_time_before(vtime_now, prev->scx.dsq_vtime))
 		vtime_now = prev->scx.dsq_vtime;
@@ -1116,12 +1353,12 @@ static __always_inline bool keep_prev(struct task_struct *prev, struct cpu_ctx *
 }
 
 /*
- * Starvation scan: every task of the last STARVE_SCAN_MAX of BATCH_DSQ that
- * waited over timeout_ms/4 goes to this CPU's local DSQ with a short slice
+ * Starvation scan: every task of the last STARVE_SCAN_MAX of the batch queue
+ * @bq that waited over timeout_ms/4 goes to this CPU's local DSQ with a short slice
  * (at most STARVE_RESCUE_MAX a scan). Rescuing all of them, not one, keeps the
  * bound for any number of starving tasks: N of them cost N short slices.
  */
-__noinline int rescue_starved(s32 cpu, u64 now)
+__noinline int rescue_starved(s32 cpu, u64 bq, u64 now)
 {
 	struct task_struct *q;
 	struct task_ctx *tctx;
@@ -1129,7 +1366,7 @@ __noinline int rescue_starved(s32 cpu, u64 now)
 	struct bpf_iter_scx_dsq it;
 	int i, moved = 0;
 
-	if (bpf_iter_scx_dsq_new(&it, BATCH_DSQ, SCX_DSQ_ITER_REV)) {
+	if (bpf_iter_scx_dsq_new(&it, bq, SCX_DSQ_ITER_REV)) {
 		bpf_iter_scx_dsq_destroy(&it);
 		return false;
 	}
@@ -1162,16 +1399,72 @@ __noinline int rescue_starved(s32 cpu, u64 now)
 	return moved;
 }
 
-/* dispatch: starvation rescue, batch floor, prev if it still leads, latency-critical, batch. */
+/*
+ * Take a task from the nearest other LLC whose queue @base + LLC has one (its
+ * node's LLCs first), so that a CPU with empty queues does not idle while
+ * work waits elsewhere. A global function: verified once.
+ */
+__noinline int steal_from(u64 base, s32 cpu, u64 now)
+{
+	u32 llc = llc_of(cpu), k, l;
+
+	bpf_for(k, 1, SLO_MAX_LLCS) {
+		if (k >= nr_llcs)
+			break;
+		l = llc_near(llc, k);
+		if (scx_bpf_dsq_nr_queued(base + l) > 0 && take_from(base + l, cpu, now))
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * Idle CPUs steal; busy ones even out here, every STARVE_SCAN_NS: take the
+ * head of the nearest LLC's batch queue that is a round longer than this
+ * LLC's (one queued task per CPU more), so tasks queued near busier CPUs do
+ * not wait longer for ever. A global function: verified once.
+ */
+__noinline int balance_batch(s32 cpu, u64 now)
+{
+	u32 llc = llc_of(cpu), k, l;
+	s64 mine, theirs, mine_cpus, their_cpus;
+
+	if (llc >= SLO_MAX_LLCS)
+		return 0;
+	mine = scx_bpf_dsq_nr_queued(batch_dsq(llc));
+	mine_cpus = llc_start(llc + 1) - llc_start(llc);
+	bpf_for(k, 1, SLO_MAX_LLCS) {
+		if (k >= nr_llcs)
+			break;
+		l = llc_near(llc, k);
+		if (l >= SLO_MAX_LLCS)
+			break;
+		their_cpus = llc_start(l + 1) - llc_start(l);
+		theirs = scx_bpf_dsq_nr_queued(batch_dsq(l));
+		/* theirs / their_cpus > mine / mine_cpus + 1 */
+		if (theirs * mine_cpus > (mine + mine_cpus) * their_cpus &&
+		    take_from(batch_dsq(l), cpu, now))
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * dispatch: starvation rescue and balance, batch floor, prev if it still
+ * leads, then latency-critical work (this LLC's, the nearest other's), then
+ * batch (the same way).
+ */
 void BPF_STRUCT_OPS(slo_dispatch, s32 cpu, struct task_struct *prev)
 {
 	struct cpu_ctx *cc = cpu_ctx_of(cpu);
-	u64 now = now_ns();
-	s32 nr_batch = scx_bpf_dsq_nr_queued(BATCH_DSQ);
+	struct slo_class_stats *st = class_stats(0);
+	u32 llc = llc_of(cpu);
+	u64 now = now_ns(), bq = batch_dsq(llc);
+	s32 nr_batch = scx_bpf_dsq_nr_queued(bq);
 
 	if (!cc) {
-		if (!slo_dsq_move_to_local(LAT_DSQ))
-			slo_dsq_move_to_local(BATCH_DSQ);
+		if (!slo_dsq_move_to_local(lat_dsq(llc)))
+			slo_dsq_move_to_local(bq);
 		return;
 	}
 	/* this CPU is rescheduling: a kick that claimed it has landed */
@@ -1184,34 +1477,44 @@ void BPF_STRUCT_OPS(slo_dispatch, s32 cpu, struct task_struct *prev)
 			bw_timer_broken = 0;
 	}
 
+	if (now - cc->last_scan > STARVE_SCAN_NS) {
+		cc->last_scan = now;
+		if (nr_batch > 0 && rescue_starved(cpu, bq, now))
+			return;
+		if (nr_llcs > 1 && balance_batch(cpu, now)) {
+			if (st)
+				st->nr_balances++;
+			return;
+		}
+	}
 	if (nr_batch <= 0) {
 		cc->floor_debt = 0;
-	} else {
-		if (now - cc->last_scan > STARVE_SCAN_NS) {
-			cc->last_scan = now;
-			if (rescue_starved(cpu, now))
-				return;
-		}
-		if (batch_floor_pct && batch_floor_pct < 100 &&
-		    cc->floor_debt * batch_floor_pct >=
-		    (u64)(100 - batch_floor_pct) * slice_ns) {
-			if (take_from(BATCH_DSQ, cpu, now)) {
-				struct slo_class_stats *st = class_stats(0);
-
-				cc->boost_next = 1;
-				if (st)
-					st->nr_floor_boosts++;
-				return;
-			}
+	} else if (batch_floor_pct && batch_floor_pct < 100 &&
+		   cc->floor_debt * batch_floor_pct >= (u64)(100 - batch_floor_pct) * slice_ns) {
+		if (take_from(bq, cpu, now)) {
+			cc->boost_next = 1;
+			if (st)
+				st->nr_floor_boosts++;
+			return;
 		}
 	}
 
-	if (keep_prev(prev, cc, now))
+	if (keep_prev(prev, cc, bq, now))
 		return;
-	if (take_from(LAT_DSQ, cpu, now))
+	if (take_from(lat_dsq(llc), cpu, now))
 		return;
-	if (take_from(BATCH_DSQ, cpu, now))
+	if (nr_lat_queued > 0 && nr_llcs > 1 && steal_from(LAT_DSQ_BASE, cpu, now)) {
+		if (st)
+			st->nr_steals++;
 		return;
+	}
+	if (take_from(bq, cpu, now))
+		return;
+	if (nr_llcs > 1 && steal_from(BATCH_DSQ_BASE, cpu, now)) {
+		if (st)
+			st->nr_steals++;
+		return;
+	}
 	/* parked tasks need the timer; without one they run anyway */
 	if (!bw_timer_armed && scx_bpf_dsq_nr_queued(THROTTLE_DSQ) > 0 && !bw_arm_timer())
 		slo_dsq_move_to_local(THROTTLE_DSQ);
@@ -1286,6 +1589,7 @@ void BPF_STRUCT_OPS(slo_running, struct task_struct *p)
 	}
 	if (!tctx)
 		return;
+	lat_queued_out(tctx);
 
 	if (tctx->in_order && slo_time_before(vtime_now, p->scx.dsq_vtime))
 		vtime_now = p->scx.dsq_vtime;
@@ -1349,8 +1653,10 @@ void BPF_STRUCT_OPS(slo_quiescent, struct task_struct *p, u64 deq_flags)
 {
 	struct task_ctx *tctx = bpf_task_storage_get(&slo_task_ctx, p, 0, 0);
 
-	if (tctx)
+	if (tctx) {
 		task_count_out(tctx);
+		lat_queued_out(tctx);
+	}
 }
 
 /* enable: new tasks start at the current virtual time. */
@@ -1368,6 +1674,7 @@ s32 BPF_STRUCT_OPS(slo_init_task, struct task_struct *p, struct scx_init_task_ar
 	if (!tctx)
 		return -12;	/* -ENOMEM */
 	tctx->gen = ~0ULL;
+	tctx->woke_from = -1;
 	if (args->cgroup)
 		tctx->cgid = args->cgroup->kn->id;
 	return 0;
@@ -1378,8 +1685,10 @@ void BPF_STRUCT_OPS(slo_exit_task, struct task_struct *p, struct scx_exit_task_a
 {
 	struct task_ctx *tctx = bpf_task_storage_get(&slo_task_ctx, p, 0, 0);
 
-	if (tctx)
+	if (tctx) {
 		task_count_out(tctx);
+		lat_queued_out(tctx);
+	}
 }
 
 /* cgroup_init: remember the cgroup's parent, cpu.weight and (>= 6.17) cpu.max. */
@@ -1481,6 +1790,7 @@ void BPF_STRUCT_OPS(slo_cgroup_move, struct task_struct *p, struct cgroup *from,
 s32 BPF_STRUCT_OPS_SLEEPABLE(slo_init)
 {
 	s32 ret;
+	u32 l;
 
 	if (bw_timer_make())
 		bw_timer_broken = 1;
@@ -1490,15 +1800,26 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(slo_init)
 	if (ret)
 		return ret;
 
-	ret = scx_bpf_create_dsq(LAT_DSQ, -1);
-	if (ret)
-		return ret;
 #ifdef SCX_SLO_TEST_HOOKS
 	ret = scx_bpf_create_dsq(STALL_DSQ, -1);
 	if (ret)
 		return ret;
 #endif
-	return scx_bpf_create_dsq(BATCH_DSQ, -1);
+	if (!nr_llcs || nr_llcs > SLO_MAX_LLCS || llc_start(nr_llcs) < scx_bpf_nr_cpu_ids()) {
+		scx_bpf_error("CPU topology not set for %u CPUs (the loader sets it)",
+			      scx_bpf_nr_cpu_ids());
+		return -22;	/* -EINVAL */
+	}
+	bpf_for(l, 0, SLO_MAX_LLCS) {
+		if (l >= nr_llcs)
+			break;
+		ret = scx_bpf_create_dsq(lat_dsq(l), -1);
+		if (!ret)
+			ret = scx_bpf_create_dsq(batch_dsq(l), -1);
+		if (ret)
+			return ret;
+	}
+	return 0;
 }
 
 /* exit: copy the kernel's exit info where user space can read it. */

@@ -114,6 +114,8 @@ def test_metrics_endpoint(scenario):
     m = scenario["metrics"]
     assert "scx_slo_attached 1.0" in m
     assert 'scx_slo_wakeup_latency_seconds_bucket{class="critical"' in m
+    assert 'scx_slo_preemptions_same_llc_total{class="critical"}' in m
+    assert "scx_slo_queue_steals_total " in m and "scx_slo_queue_balances_total " in m
 
 
 def test_slo_misses_are_alerted_per_pod(scenario):

@@ -266,3 +266,36 @@ def test_every_miss_is_a_record_or_a_counted_drop(vm):
     print(f"\n{r['nr_misses']} misses in {r['elapsed_s']:.1f} s: {r['records']} records, "
           f"{r['nr_miss_drops']} dropped by the rate limit")
     assert r["state_unloaded"] == "disabled"
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize("layout, llcs", [
+    ({"cpus": 4, "sockets": 2, "threads": 2, "numa_nodes": 2}, [[0, 1], [2, 3]]),
+    ({"cpus": 8, "sockets": 4, "threads": 2, "numa_nodes": 2}, [[0, 1], [2, 3], [4, 5], [6, 7]]),
+], ids=["4cpu-2llc-2node", "8cpu-4llc-2node"])
+def test_queues_per_llc_leave_no_cpu_idle_and_preempt_nearby(vm_factory, layout, llcs):
+    """Queues per LLC (a socket each, SMT pairs, two NUMA nodes). Hogs queued on the
+    first LLC and then allowed everywhere reach every CPU (stolen by idle CPUs or
+    balanced by busy ones: no CPU idles while they wait elsewhere); the latency-critical
+    probes' preemptions land mostly in the waking CPU's own LLC; nothing stalls."""
+    vm = vm_factory(**layout)
+    try:
+        r = guest_json(vm, "topology", "--seconds", "4", timeout=600)
+    finally:
+        vm.close()      # an idle multi-vCPU guest still costs the emulator host CPU
+    ncpu = layout["cpus"]
+    pre = r["preempts"]
+    print(f"\n{ncpu} vCPUs: idle after unpin {r['idle_after_unpin']}, steals {r['steals']}, "
+          f"balances {r['balances']}; preemptions {pre['nr_preempts']}: same LLC "
+          f"{pre['nr_preempt_llc']}, same node {pre['nr_preempt_node']}, "
+          f"other node {pre['nr_preempt_far']}")
+    assert r["llcs"] == llcs, "the loader read another topology than qemu's"
+    assert r["state_end"] == "enabled" and r["exit"]["kind"] == 0, r["exit"]
+    assert max(r["idle_after_unpin"].values()) < 0.2, r["idle_after_unpin"]
+    # every CPU outside the first LLC needed at least one task moved to it
+    assert r["steals"] + r["balances"] >= ncpu - len(llcs[0]), r
+    assert pre["nr_preempts"] > 0
+    assert pre["nr_preempt_llc"] + pre["nr_preempt_node"] + pre["nr_preempt_far"] == \
+        pre["nr_preempts"]
+    assert pre["nr_preempt_llc"] >= 0.75 * pre["nr_preempts"], pre
+    assert r["bss_nr_lat_queued"] == 0, "a task counted as queued was never taken"

@@ -15,6 +15,7 @@ object on 6.12) and pinned under PIN; its maps are filled and read with
     python3 sched_guest.py move
     python3 sched_guest.py shares --seconds 6
     python3 sched_guest.py bench --seconds 8 --hogs 4 --rounds 3
+    python3 sched_guest.py topology --seconds 4
 """
 from __future__ import annotations
 
@@ -38,7 +39,9 @@ LAT_CLASS = 1
 NR_HIST = 32
 STAT_FIELDS = ["nr_wakeups", "nr_misses", "nr_preempts", "nr_direct", "nr_floor_boosts",
                "nr_fallbacks", "nr_kthread_local", "nr_starve_rescues", "nr_class_errors",
-               "nr_enqueues", "run_ns", "nr_throttled", "nr_over_share", "nr_miss_drops"]
+               "nr_enqueues", "run_ns", "nr_throttled", "nr_over_share", "nr_miss_drops",
+               "nr_preempt_llc", "nr_preempt_node", "nr_preempt_far", "nr_steals",
+               "nr_balances"]
 EXIT_FMT = "<qq128s1024s"
 
 
@@ -674,6 +677,86 @@ def scenario_misses(args) -> dict:
     return out
 
 
+def cpu_times() -> dict[int, tuple[int, int]]:
+    """(idle, total) jiffies per CPU from /proc/stat."""
+    out = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *vals = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            v = [int(x) for x in vals]
+            out[int(name[3:])] = (v[3] + v[4], sum(v[:8]))
+    return out
+
+
+def idle_shares(before: dict, after: dict) -> dict[int, float]:
+    return {c: round((after[c][0] - before[c][0]) / max(after[c][1] - before[c][1], 1), 3)
+            for c in after}
+
+
+def llc_groups() -> list[list[int]]:
+    """The LLCs the scheduler was given (the loader's reading of sysfs)."""
+    from scx_slo.loader.topology import Topology
+
+    return [list(m) for m in Topology.read().llcs]
+
+
+def scenario_topology(args) -> dict:
+    """Per-LLC queues on a multi-socket, SMT, NUMA guest. Imbalance: 2 hogs per vCPU
+    start pinned to the first LLC's CPUs and are then allowed everywhere; the queues
+    are that LLC's, so the other CPUs only get work by stealing or balancing, and the
+    idle share of every CPU over the next seconds shows whether they do. Locality: a
+    1 ms sleep loop per LLC in a latency-critical cgroup next to the hogs; every
+    preemption it causes is counted by distance (same LLC, same node, farther)."""
+    ncpu = os.cpu_count() or 1
+    llcs = llc_groups()
+    batch, crit = cg_make("slo_topo_batch"), cg_make("slo_topo_crit")
+    res = {"ncpu": ncpu, "llcs": llcs, "seconds": args.seconds}
+    try:
+        load()
+        setup_lat_class()
+        set_cgroup_class(crit, LAT_CLASS)
+        first = set(llcs[0])
+        procs = []
+        for _ in range(2 * ncpu):
+            p = spawn_in(batch, [sys.executable, "-c", "while True: pass"])
+            os.sched_setaffinity(p.pid, first)
+            procs.append(p)
+        time.sleep(1.0)
+        s0 = read_stats()[0]
+        for p in procs:
+            os.sched_setaffinity(p.pid, range(ncpu))
+        time.sleep(0.5)
+        t0 = cpu_times()
+        time.sleep(args.seconds)
+        res["idle_after_unpin"] = idle_shares(t0, cpu_times())
+        s1 = read_stats()[0]
+        res["steals"] = s1["nr_steals"] - s0["nr_steals"]
+        res["balances"] = s1["nr_balances"] - s0["nr_balances"]
+
+        before = read_stats()[LAT_CLASS]
+        probes = []
+        for members in llcs:
+            pr = probe_start(crit, args.seconds)
+            os.sched_setaffinity(pr.pid, members)   # one probe near each LLC ...
+            os.sched_setaffinity(pr.pid, range(ncpu))  # ... free to go anywhere
+            probes.append(pr)
+        res["probes"] = [probe_result(pr, timeout=args.seconds + 120) for pr in probes]
+        after = read_stats()[LAT_CLASS]
+        res["preempts"] = {k: after[k] - before[k] for k in
+                           ("nr_preempts", "nr_preempt_llc", "nr_preempt_node",
+                            "nr_preempt_far", "nr_direct", "nr_fallbacks", "nr_wakeups")}
+        res["bss_nr_lat_queued"] = read_bss().get("nr_lat_queued")
+        res["state_end"], res["exit"] = scx_state(), read_exit()
+        for p in procs:
+            p.kill()
+            p.wait(timeout=60)
+    finally:
+        res["state_unloaded"] = unload()
+        cg_remove(batch)
+        cg_remove(crit)
+    return res
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -700,11 +783,13 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=3)
     p = sub.add_parser("move")
     p.add_argument("--seconds", type=float, default=2)
+    p = sub.add_parser("topology")
+    p.add_argument("--seconds", type=float, default=4)
     args = ap.parse_args()
     fn = {"load-unload": scenario_load_unload, "saturation": scenario_saturation,
           "weights": scenario_weights, "floor": scenario_floor,
           "bandwidth": scenario_bandwidth, "genchurn": scenario_genchurn, "slicetimer": scenario_slicetimer, "starve": scenario_starve, "move": scenario_move,
-          "misses": scenario_misses}[args.cmd]
+          "misses": scenario_misses, "topology": scenario_topology}[args.cmd]
     print(json.dumps(fn(args)))
     return 0
 

@@ -18,7 +18,18 @@ COUNTERS = (("nr_wakeups", "wakeups", "Wakeups of tasks in the class"),
             ("nr_throttled", "cpu_max_throttles",
              "Tasks held back because a cgroup had used its cpu.max quota"),
             ("nr_over_share", "over_share_enqueues",
-             "Latency-critical enqueues served by weight: the cgroup had used its CPU share"))
+             "Latency-critical enqueues served by weight: the cgroup had used its CPU share"),
+            ("nr_preempt_llc", "preemptions_same_llc",
+             "Preemptions whose victim shared the waking CPU's last-level cache"),
+            ("nr_preempt_node", "preemptions_same_node",
+             "Preemptions whose victim was in another LLC of the waking CPU's NUMA node"),
+            ("nr_preempt_far", "preemptions_other_node",
+             "Preemptions whose victim was on another NUMA node"))
+# Counted by the CPU that moved the task, not by class: machine-wide (in class 0's entry).
+QUEUE_COUNTERS = (("nr_steals", "queue_steals",
+                   "Tasks a CPU with empty queues took from another LLC's queue"),
+                  ("nr_balances", "queue_balances",
+                   "Tasks taken from an LLC's queue that was a round longer than the taker's"))
 
 
 class SchedulerCollector:
@@ -55,6 +66,15 @@ class SchedulerCollector:
         yield pods
         yield from counters.values()
         yield hist
+        try:
+            machine = sched.stats(0)
+        except ScxSloError:
+            machine = {}
+        for key, name, text in QUEUE_COUNTERS:
+            if key in machine:
+                counter = CounterMetricFamily(f"scx_slo_{name}", text)
+                counter.add_metric([], machine[key])
+                yield counter
         if self.agent.misses is not None:
             yield from pod_misses(self.agent.misses.snapshot())
 
