@@ -218,16 +218,16 @@ def stress_ng_argv(workers: int, seconds: float) -> list[str]:
             "--timeout", f"{max(1, round(seconds))}s", "--metrics-brief"]
 
 
-_METRICS_RE = re.compile(
-    r"\bcpu\s+(?P<ops>\d+)\s+(?P<real>[\d.]+)\s+(?P<usr>[\d.]+)\s+(?P<sys>[\d.]+)"
-    r"\s+(?P<rate>[\d.]+)")
+_METRICS = (r"\b{}\s+(?P<ops>\d+)\s+(?P<real>[\d.]+)\s+(?P<usr>[\d.]+)\s+(?P<sys>[\d.]+)"
+            r"\s+(?P<rate>[\d.]+)")
 
 
-def parse_stress_ng(output: str) -> dict | None:
-    """bogo-ops, real time and bogo-ops/s (real time) of the cpu stressor from
-    stress-ng --metrics-brief output, or None if there is no metrics line."""
+def parse_stress_ng(output: str, stressor: str = "cpu") -> dict | None:
+    """bogo-ops, real time and bogo-ops/s (real time) of STRESSOR from stress-ng
+    --metrics-brief output, or None if there is no metrics line."""
+    pattern = re.compile(_METRICS.format(re.escape(stressor)))
     for line in output.splitlines():
-        m = _METRICS_RE.search(line)
+        m = pattern.search(line)
         if m:
             return {"bogo_ops": int(m["ops"]), "real_s": float(m["real"]),
                     "usr_s": float(m["usr"]), "sys_s": float(m["sys"]),
