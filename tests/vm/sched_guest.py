@@ -589,7 +589,7 @@ def scenario_starve(args) -> dict:
 def scenario_slicetimer(args) -> dict:
     """Latency-critical work behind latency-critical work: CPU hogs and the 1 ms probe
     in one latency-critical class. With lat_preempt_ns = 0 (off) a probe wakeup finds
-    no CPU it may preempt and waits on LAT_DSQ for a slice to end: with slice_timer_ns
+    no CPU it may preempt and waits on its queue for a slice to end: with slice_timer_ns
     = 0 at a tick (10 ms at HZ=100), with the default timer at about 1 ms. With
     lat_preempt_ns = 500 us the probe preempts a hog that has run that long."""
     ncpu = os.cpu_count() or 1
