@@ -29,40 +29,21 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from scx_slo.dev.baseline import DEFAULT_REV, GUEST_DIR
+
 GUEST_SELF = "/opt/scx-slo/src/benchmarks/sched_scale.py"
-GUEST_BASELINE = "/opt/scx-slo/baseline"
-BASELINE_REV = "5305056"    # one LAT_DSQ and one BATCH_DSQ for the machine
 POLICIES = ("eevdf", "scx_slo", "baseline")
-CLANG = ["clang-19", "-target", "bpf", "-mcpu=v3", "-g", "-O2", "-D__TARGET_ARCH_x86"]
 
 
 # -- host -----------------------------------------------------------------------------------
-def build_baseline(rev: str, out_dir: Path) -> Path:
-    """The scheduler object as of REV, compiled like the shipped one."""
-    src = out_dir / "src"
-    src.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "bpf"],
-                             capture_output=True, check=False)
-    if archive.returncode != 0:
-        raise SystemExit(f"git archive {rev} bpf: {archive.stderr.decode().strip()}")
-    subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
-    vmlinux = src / "bpf" / "include" / "vmlinux.h"
-    if not vmlinux.exists():       # vmlinux.h is generated, not in git
-        vmlinux.write_bytes((ROOT / "bpf" / "include" / "vmlinux.h").read_bytes())
-    obj = out_dir / "scx_slo.bpf.o"
-    subprocess.run([*CLANG, "-I", str(src / "bpf" / "include"), "-I", str(src / "bpf"), "-c",
-                    str(src / "bpf" / "scx_slo.bpf.c"), "-o", str(obj)], check=True)
-    return obj
-
-
 def run_host(args) -> dict:
+    from scx_slo.dev.baseline import build_object
     from scx_slo.dev.vm import Vm
 
     with tempfile.TemporaryDirectory(prefix="scx-slo-baseline-") as tmp:
-        build_baseline(args.baseline, Path(tmp))
+        build_object(args.baseline, Path(tmp))
         with Vm(cpus=args.cpus, mem_mb=args.mem, kernel=args.kernel, sockets=args.sockets,
-                threads=2, numa_nodes=2, trees={GUEST_BASELINE: Path(tmp)}) as vm:
+                threads=2, numa_nodes=2, trees={GUEST_DIR: Path(tmp)}) as vm:
             r = vm.run(["python3", GUEST_SELF, "--guest", "--tasks", str(args.tasks),
                         "--seconds", str(args.seconds), "--rounds", str(args.rounds)],
                        timeout=(args.seconds + 60) * 3 * args.rounds + 300)
@@ -167,7 +148,7 @@ def run_guest(args) -> dict:
     from scx_slo.loader.topology import Topology
 
     objects = {"eevdf": None, "scx_slo": str(default_object_path()),
-               "baseline": f"{GUEST_BASELINE}/scx_slo.bpf.o"}
+               "baseline": f"{GUEST_DIR}/scx_slo.bpf.o"}
     BPF_STATS.write_text("1")
     runs: dict[str, list[dict]] = {p: [] for p in POLICIES}
     for _ in range(args.rounds):
@@ -191,7 +172,7 @@ def main() -> int:
     ap.add_argument("--tasks", type=int, default=2048)
     ap.add_argument("--seconds", type=float, default=6)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--baseline", default=BASELINE_REV, help="git revision of the previous object")
+    ap.add_argument("--baseline", default=DEFAULT_REV, help="git revision of the previous object")
     ap.add_argument("--kernel", default=None, help="VM kernel (7.3 or 6.12)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()

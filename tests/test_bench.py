@@ -15,14 +15,18 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from scx_slo.dev.bench import report, stats
-from scx_slo.dev.bench.runner import CONFIG_NAMES, CONFIGS, bpf_prog_stats, settings_text
+from scx_slo.dev.bench.runner import (CONFIG_NAMES, CONFIGS, DEFAULT_CONFIGS, bpf_prog_stats,
+                                      settings_text)
 from scx_slo.dev.bench.workloads import parse_stress_ng, response
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 # -- percentiles -------------------------------------------------------------------------------
@@ -206,10 +210,15 @@ def test_settings_classify_the_critical_pod_like_production():
 
 
 # -- report ------------------------------------------------------------------------------------
-def _fake_doc(wake_p99: dict, excess_ms: float, batch: dict) -> dict:
+def _fake_doc(wake_p99: dict, excess_ms: float, batch: dict,
+              bpf_ns: dict | None = None) -> dict:
+    """Configurations named in WAKE_P99, with those wakeup p99s; BPF_NS: run_time_ns per
+    scx_slo configuration (900 critical wakeups each)."""
     configs = {}
     for setup in CONFIGS:
         name = setup.name
+        if name not in wake_p99:
+            continue
         lat = [0.1 + (excess_ms / 1000 if i >= 98 else 0.001) for i in range(100)]
         c = {"requests": {"delay_s": 0.1, "latency_s": lat, "unfinished": 0, "errors": 0},
              "wakeup_us": {"n": 1000, "p50": 100, "p99": wake_p99[name], "max": 9e3,
@@ -220,7 +229,9 @@ def _fake_doc(wake_p99: dict, excess_ms: float, batch: dict) -> dict:
             c["batch_cpu_share"] = 0.8
         if setup.scx:
             c["scx"] = {"counters": {"nr_misses": 3, "nr_wakeups": 900, "nr_preempts": 10},
-                        "bpf": {"avg_ns": 250.0, "run_cnt": 1000}, "exit_kind": 0}
+                        "bpf": {"avg_ns": 250.0, "run_cnt": 1000,
+                                "run_time_ns": (bpf_ns or {}).get(name, 250_000)},
+                        "exit_kind": 0}
         configs[name] = c
     return {"kernel": "k", "ncpu": 1, "p99_target_ns": 200_000_000,
             "params": {"delay_s": 0.1, "measure_s": 25, "rate_hz": 10, "hogs_per_cpu": 4,
@@ -257,8 +268,25 @@ def test_report_targets_pass_and_fail():
                                    "request_excess", "batch_throughput")] == [False] * 5
     assert doc["figures"]["scx_slo"]["client_excess_over_miss_threshold"] == 2
     md = report.markdown(doc)
-    assert md.count("\n| ") == 2 + len(CONFIG_NAMES) - 1 and "FAIL" in md
+    assert md.count("\n| ") == 2 + len(DEFAULT_CONFIGS) - 1 and "FAIL" in md
     assert "Targets met: 0/5" in report.summary(doc)
+
+
+def test_report_compares_bpf_time_per_wakeup_with_the_baseline():
+    """With a baseline run, the BPF time per critical wakeup of scx_slo over the
+    baseline object's is a target (<= 0.5); the table shows it in microseconds."""
+    wake = {n: 500 for n in CONFIG_NAMES}
+    batch = {n: 100.0 for n in CONFIG_NAMES}
+    doc = _fake_doc(wake, 5.0, batch, bpf_ns={"scx_slo": 3_600_000,
+                                              "scx_slo_baseline": 9_000_000})
+    doc["baseline_rev"] = "abc123"
+    doc = report.analyze(doc)
+    t = {x["name"]: x for x in doc["targets"]}["bpf_vs_baseline"]
+    assert t["measured"] == pytest.approx(0.4) and t["pass"] is True
+    assert "4000 vs 10000 ns (abc123)" in t["detail"]
+    assert "| 10.0 |" in report.markdown(doc)      # 9 ms over 900 wakeups
+    no_baseline = report.analyze(_fake_doc({n: 500 for n in DEFAULT_CONFIGS}, 5.0, batch))
+    assert "bpf_vs_baseline" not in {x["name"] for x in no_baseline["targets"]}
 
 
 def test_plot_writes_a_png(tmp_path):
@@ -278,7 +306,9 @@ def test_configurations_are_the_issue_s():
     assert by["eevdf_kubelet_besteffort"].batch_qos == "besteffort"
     assert by["eevdf_kubelet_burstable"].batch_qos == "burstable"
     assert by["eevdf_batch_idle"].batch_idle
-    assert [c.name for c in CONFIGS if c.scx] == ["scx_slo_noload", "scx_slo"]
+    assert [c.name for c in CONFIGS if c.scx] == ["scx_slo_noload", "scx_slo", "scx_slo_baseline"]
+    assert [c.name for c in CONFIGS if c.baseline] == ["scx_slo_baseline"]
+    assert "scx_slo_baseline" not in DEFAULT_CONFIGS
     assert by["scx_slo_noload"].batch_qos is None and by["scx_slo_noload"].kubelet_weights
 
 
@@ -294,7 +324,7 @@ def test_quick_bench_in_vm(vm, tmp_path):
     elapsed = time.monotonic() - t0
     paths = write_outputs(doc, tmp_path, plot=False)
     saved = json.loads(paths["json"].read_text())
-    assert list(saved["configs"]) == list(CONFIG_NAMES)
+    assert list(saved["configs"]) == list(DEFAULT_CONFIGS)
     # the figures, for the log (the targets are measured ratios, never asserted)
     print(f"quick benchmark: {elapsed:.0f} s in the VM\n{report.markdown(doc)}\n"
           f"{report.summary(doc)}")
@@ -414,3 +444,30 @@ def test_the_no_load_target_stands_without_the_loaded_run():
     t = report.analyze(doc)["targets"]
     assert [(x["name"], x["pass"]) for x in t] == [("noload_vs_idle", False)]
     assert t[0]["measured"] == pytest.approx(1.4)
+
+
+def test_the_baseline_configuration_comes_with_a_revision():
+    from scx_slo.cli import available_commands, build_parser
+    from scx_slo.commands.bench import _configs
+    from scx_slo.dev.bench.runner import BenchError
+
+    parse = build_parser(available_commands(), "bench").parse_args
+    assert _configs(parse(["bench"])) == DEFAULT_CONFIGS
+    assert _configs(parse(["bench", "--baseline", "HEAD~3"]))[-1] == "scx_slo_baseline"
+    with pytest.raises(BenchError, match="scx_slo_baseline needs --baseline REV"):
+        _configs(parse(["bench", "--configs", "idle,scx_slo_baseline"]))
+
+
+def test_the_baseline_object_is_built_from_git(tmp_path):
+    """The object of an earlier revision, compiled from that revision's bpf/."""
+    from scx_slo.dev.baseline import BaselineError, DEFAULT_REV, build_object
+    from scx_slo.loader.scheduler import ObjectTypes
+
+    if subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", DEFAULT_REV],
+                      capture_output=True).returncode != 0:
+        pytest.skip(f"{DEFAULT_REV} is not in this clone's history")
+    obj = build_object(DEFAULT_REV, tmp_path / "old")
+    rodata = ObjectTypes(obj).rodata()
+    assert "slice_ns" in rodata and "nr_llcs" not in rodata   # before the per-LLC queues
+    with pytest.raises(BaselineError, match="git archive no-such-rev"):
+        build_object("no-such-rev", tmp_path / "bad")

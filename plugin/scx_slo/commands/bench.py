@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -46,6 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--configs", default=None, metavar="A,B",
                    help="run only these configurations (default: all, in order)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    p.add_argument("--baseline", default=None, metavar="REV",
+                   help="also run scx_slo with the object of this git revision "
+                        "(scx_slo_baseline), for the BPF cost per critical wakeup side by side")
+    p.add_argument("--baseline-object", default=None, help=argparse.SUPPRESS)
     add_kernel_argument(p)
 
 
@@ -92,15 +97,18 @@ def _params(args):
 
 
 def _configs(args) -> tuple[str, ...]:
-    from scx_slo.dev.bench.runner import CONFIG_NAMES, BenchError
+    from scx_slo.dev.bench.runner import BASELINE, CONFIG_NAMES, DEFAULT_CONFIGS, BenchError
 
+    with_baseline = bool(args.baseline or args.baseline_object)
     if not args.configs:
-        return CONFIG_NAMES
+        return DEFAULT_CONFIGS + ((BASELINE,) if with_baseline else ())
     names = tuple(n.strip() for n in args.configs.split(",") if n.strip())
     unknown = [n for n in names if n not in CONFIG_NAMES]
     if unknown:
         raise BenchError(f"--configs: unknown configuration(s) {', '.join(unknown)} "
                          f"(have {', '.join(CONFIG_NAMES)})")
+    if BASELINE in names and not with_baseline:
+        raise BenchError(f"--configs: {BASELINE} needs --baseline REV")
     return names
 
 
@@ -126,13 +134,27 @@ def measure(args, cpus: int) -> dict:
 
     names = _configs(args)
     params = _params(args)
-    if not cpus:
-        from scx_slo.dev.bench.runner import run_all
-        doc = run_all(params, names, log=progress)
-    else:
-        from scx_slo.dev.bench.host import run_in_vm
-        doc = run_in_vm(_forwarded(args), cpus=cpus, progress=progress, kernel=args.kernel,
-                        timeout=max(1800.0, len(names) * (params.measure_s * 8 + 120)))
+    with tempfile.TemporaryDirectory(prefix="scx-slo-baseline-") as tmp:
+        baseline = args.baseline_object
+        if args.baseline:
+            from scx_slo.dev.baseline import build_object
+            progress(f"building the scheduler object of {args.baseline}")
+            baseline = str(build_object(args.baseline, Path(tmp)))
+        if not cpus:
+            from scx_slo.dev.bench.runner import run_all
+            doc = run_all(params, names, log=progress, baseline_object=baseline)
+        else:
+            from scx_slo.dev.baseline import GUEST_DIR
+            from scx_slo.dev.bench.host import run_in_vm
+            options, trees = _forwarded(args), {}
+            if baseline:
+                trees[GUEST_DIR] = Path(baseline).parent
+                options += ["--baseline-object", f"{GUEST_DIR}/{Path(baseline).name}"]
+            doc = run_in_vm(options, cpus=cpus, progress=progress, kernel=args.kernel,
+                            timeout=max(1800.0, len(names) * (params.measure_s * 8 + 120)),
+                            trees=trees)
+    if args.baseline:
+        doc["baseline_rev"] = args.baseline
     return analyze(doc)
 
 

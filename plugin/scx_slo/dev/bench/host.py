@@ -26,15 +26,17 @@ def guest_argv(options: list[str]) -> list[str]:
 
 
 def run_in_vm(options: list[str], cpus: int = 1, vm=None, timeout: float = 3600,
-              progress: Callable[[str], None] | None = None, kernel: str | None = None) -> dict:
+              progress: Callable[[str], None] | None = None, kernel: str | None = None,
+              trees: dict[str, Path] | None = None) -> dict:
     """Run the guest side with OPTIONS (e.g. ["--quick"]) in VM, or in a VM booted here
-    on KERNEL (a name in scx_slo.dev.vm.kernels.NAMES; default the VM's default)."""
+    on KERNEL (a name in scx_slo.dev.vm.kernels.NAMES; default the VM's default) with
+    TREES (guest directory -> host directory) carried in."""
     from scx_slo.dev.vm import Vm
 
     say = progress or (lambda m: None)
     if vm is None:
         say(f"booting the sched_ext VM ({cpus} vCPU)...")
-        with Vm(cpus=cpus, mem_mb=1024, kernel=kernel) as booted:
+        with Vm(cpus=cpus, mem_mb=1024, kernel=kernel, trees=trees) as booted:
             say(f"booted {booted.kernel_release} ({booted.accel})")
             return run_in_vm(options, cpus, booted, timeout, progress)
 

@@ -9,6 +9,8 @@ Targets, printed as measured ratios, never asserted:
   probe_vs_eevdf    scx_slo's wakeup p99 <= the best EEVDF configuration's under load
   request_excess    scx_slo's request p99 above the designed delay <= 10 % of the delay
   batch_throughput  batch bogo-ops/s under scx_slo >= 95 % of EEVDF's (every weight 100)
+  bpf_vs_baseline   BPF time per critical wakeup under scx_slo <= half the baseline
+                    object's (with --baseline)
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ EEVDF_LOADED = ("eevdf_default", "eevdf_kubelet_besteffort", "eevdf_kubelet_burs
 BATCH_REFERENCE = "eevdf_default"
 SCX = "scx_slo"
 SCX_NOLOAD = "scx_slo_noload"
+SCX_BASELINE = "scx_slo_baseline"
 IDLE = "idle"
 
 
@@ -118,6 +121,13 @@ def targets(figs: dict, doc: dict) -> list[dict]:
                        f"{scx.get('batch_bogo_ops_per_s') or 0:.1f} vs "
                        f"{figs.get(BATCH_REFERENCE, {}).get('batch_bogo_ops_per_s') or 0:.1f} "
                        f"bogo-ops/s ({BATCH_REFERENCE})"))
+    base = figs.get(SCX_BASELINE)
+    if base is not None:
+        now, then = scx.get("bpf_ns_per_critical_wakeup"), base.get("bpf_ns_per_critical_wakeup")
+        out.append(_target("bpf_vs_baseline",
+                           "scx_slo BPF time per critical wakeup / the baseline object's",
+                           stats.ratio(now, then), 0.5, False,
+                           f"{_n(now)} vs {_n(then)} ns ({doc.get('baseline_rev', 'baseline')})"))
     return out
 
 

@@ -49,6 +49,7 @@ class Setup:
     kubelet_weights: bool
     batch_idle: bool = False       # cpu.idle=1 on the batch pod slice
     scx: bool = False
+    baseline: bool = False         # scx_slo with the baseline object (--baseline)
 
 
 CONFIGS: tuple[Setup, ...] = (
@@ -62,8 +63,12 @@ CONFIGS: tuple[Setup, ...] = (
     Setup("eevdf_batch_idle", "EEVDF, batch Burstable 2 CPU with cpu.idle=1",
           "burstable", True, batch_idle=True),
     Setup("scx_slo", "scx_slo, batch Burstable 2 CPU", "burstable", True, scx=True),
+    Setup("scx_slo_baseline", "scx_slo's baseline object, batch Burstable 2 CPU", "burstable",
+          True, scx=True, baseline=True),
 )
 CONFIG_NAMES = tuple(c.name for c in CONFIGS)
+BASELINE = "scx_slo_baseline"
+DEFAULT_CONFIGS = tuple(c.name for c in CONFIGS if not c.baseline)
 
 
 @dataclass(frozen=True)
@@ -111,10 +116,12 @@ class ScxRun:
     """scx_slo loaded through scx_slo.loader.scheduler.Scheduler for one configuration,
     with CRITICAL's pod slice in the latency-critical class (None: every pod batch)."""
 
-    def __init__(self, node: Node, critical: Pod | None, log: Callable[[str], None]):
+    def __init__(self, node: Node, critical: Pod | None, log: Callable[[str], None],
+                 object_path: str | None = None):
         from scx_slo.settings.validate import validate_text
 
         self.log = log
+        self.object_path = object_path
         rel = critical.rel(node.root) if critical else None
         self.config = validate_text(settings_text(rel), "<bench settings>").config
         self.klass = next(c for c in self.config.classes if c.name == "critical")
@@ -134,7 +141,7 @@ class ScxRun:
         except OSError:
             self.bpf_stats_before = None
         sc = self.config.scheduler
-        s = Scheduler.open(sc.object_path())
+        s = Scheduler.open(self.object_path or sc.object_path())
         try:
             tune(s, sc)
             s.load()
@@ -234,7 +241,8 @@ def _json_out(proc: subprocess.Popen, what: str, timeout: float) -> dict:
     return json.loads(lines[-1])
 
 
-def run_setup(setup: Setup, p: Params, log: Callable[[str], None]) -> dict:
+def run_setup(setup: Setup, p: Params, log: Callable[[str], None],
+              baseline_object: str | None = None) -> dict:
     ncpu = os.cpu_count() or 1
     critical = Pod("critical", "burstable", CRITICAL_MILLICPU)
     pods = [critical]
@@ -269,7 +277,7 @@ def run_setup(setup: Setup, p: Params, log: Callable[[str], None]) -> dict:
             (batch.path / "cpu.idle").write_text("1")
         res["cgroups"] = {pod.name: pod.rel(node.root) for pod in pods}
         if setup.scx:
-            scx = ScxRun(node, critical, log)
+            scx = ScxRun(node, critical, log, baseline_object if setup.baseline else None)
             scx.start()
         server = node.spawn(critical, "server",
                             [py, "-m", "scx_slo.dev.bench.workloads", "server", "--port",
@@ -379,15 +387,18 @@ def run_setup(setup: Setup, p: Params, log: Callable[[str], None]) -> dict:
         tmp.rmdir()
 
 
-def run_all(p: Params, names: tuple[str, ...] = CONFIG_NAMES,
-            log: Callable[[str], None] = print) -> dict:
-    """Every selected configuration in order; the result document (see report.py)."""
+def run_all(p: Params, names: tuple[str, ...] = DEFAULT_CONFIGS,
+            log: Callable[[str], None] = print, baseline_object: str | None = None) -> dict:
+    """Every selected configuration in order; the result document (see report.py).
+    BASELINE_OBJECT is the object scx_slo_baseline loads."""
     if os.geteuid() != 0:
         raise BenchError("the benchmark needs root (cgroups, BPF): run it in the VM "
                          "(scx-slo bench) or as root on a node (--here)")
     if "scx_slo" in names and sched_ext_state() == "unsupported":
         raise BenchError(f"{STATE_PATH}: this kernel has no sched_ext; run in the VM "
                          "(scx-slo bench without --here) or leave scx_slo out with --configs")
+    if BASELINE in names and not baseline_object:
+        raise BenchError(f"{BASELINE}: no baseline object (scx-slo bench --baseline REV)")
     if not (Path("/sys/fs/cgroup") / "cgroup.controllers").exists():
         raise BenchError("/sys/fs/cgroup is not a cgroup2 mount: the benchmark needs cgroup v2")
     ncpu = os.cpu_count() or 1
@@ -402,7 +413,7 @@ def run_all(p: Params, names: tuple[str, ...] = CONFIG_NAMES,
         log(f"[{i}/{len(setups)}] {setup.title}: measuring {p.measure_s:g} s "
             f"(+{p.warmup_s:g} s warm-up)")
         t = time.monotonic()
-        r = run_setup(setup, p, log)
+        r = run_setup(setup, p, log, baseline_object)
         doc["configs"][setup.name] = r
         w, q = r["wakeup_us"], r["requests"]
         lat = stats.summarize(q["latency_s"])
