@@ -327,7 +327,7 @@ enum cur_kind { CUR_IDLE = 0, CUR_BATCH = 1, CUR_LAT = 2, CUR_KTHREAD = 3 };
  * context switch do not invalidate its neighbours' entries.
  */
 struct cpu_ctx {
-	u64 started_at;
+	u64 exec_mark;		/* the running task's sum_exec_runtime when last accounted */
 	u64 floor_debt;		/* latency-critical ns not yet matched by batch time at the floor rate */
 	u64 last_scan;
 	u64 kick_at;		/* a waker's claim on this CPU as its preemption victim; 0 = none */
@@ -1251,6 +1251,20 @@ void BPF_STRUCT_OPS(slo_enqueue, struct task_struct *p, u64 enq_flags)
 }
 
 /*
+ * CPU time @p (running on @cc's CPU) has used since it was last accounted: its
+ * execution time as the kernel counts it (sum_exec_runtime, which the core
+ * updates before every callback that accounts here), without the interrupt
+ * time a wall clock would charge it. The batch floor, shares and cpu.max then
+ * measure what cgroup cpu.stat and the fair class measure.
+ */
+static __always_inline u64 run_since_mark(struct task_struct *p, struct cpu_ctx *cc)
+{
+	u64 exec = p->se.sum_exec_runtime;
+
+	return exec > cc->exec_mark ? exec - cc->exec_mark : 0;
+}
+
+/*
  * Account the CPU time @p used since it started (or was last accounted) on
  * @cc: class run time, the CPU's latency-critical streak for the batch floor,
  * and the weighted vtime charge of non-critical tasks.
@@ -1259,9 +1273,9 @@ static __always_inline void account_run(struct task_struct *p, struct task_ctx *
 					struct cpu_ctx *cc, u64 now)
 {
 	struct slo_class_stats *st;
-	u64 used = now - cc->started_at;
+	u64 used = run_since_mark(p, cc);
 
-	cc->started_at = now;
+	cc->exec_mark = p->se.sum_exec_runtime;
 	if (tctx && tctx->lat && !tctx->over) {
 		cc->floor_debt += used;
 	} else if (!is_pcpu_kthread(p) && batch_floor_pct && batch_floor_pct < 100) {
@@ -1339,7 +1353,7 @@ static __always_inline bool keep_prev(struct task_struct *prev, struct cpu_ctx *
 		return false;
 	lat = serve_lat(prev, tctx);
 	if (!lat && head_vtime(bq, &head) &&
-	    !slo_time_before(prev->scx.dsq_vtime + vtime_charge(prev, tctx, now - cc->started_at),
+	    !slo_time_before(prev->scx.dsq_vtime + vtime_charge(prev, tctx, run_since_mark(prev, cc)),
 			     head))
 		return false;
 	/* prev goes on without stopping/running: account its run so far here */
@@ -1574,7 +1588,7 @@ void BPF_STRUCT_OPS(slo_running, struct task_struct *p)
 	u64 now = now_ns();
 
 	if (cc) {
-		cc->started_at = now;
+		cc->exec_mark = p->se.sum_exec_runtime;
 		cc->run_since = now;
 		cc->slice_end = now + p->scx.slice;
 		cc->kick_at = 0;
@@ -1630,13 +1644,19 @@ void BPF_STRUCT_OPS(slo_stopping, struct task_struct *p, bool runnable)
 	cc->floor_boost = 0;
 }
 
-/* tick: charge a running task of a limited cgroup; out of quota, it stops now. */
+/*
+ * tick: charge a running task of a limited cgroup; out of quota, it stops now.
+ * With no cpu.max quota anywhere there is nothing to charge.
+ */
 void BPF_STRUCT_OPS(slo_tick, struct task_struct *p)
 {
-	struct task_ctx *tctx = task_ctx_fresh(p);
+	struct task_ctx *tctx;
 	struct cpu_ctx *cc;
 	u64 now;
 
+	if (nr_bw_cgroups <= 0)
+		return;
+	tctx = task_ctx_fresh(p);
 	if (!tctx || !tctx->bw_cgid[0])
 		return;
 	cc = cpu_ctx_of(scx_bpf_task_cpu(p));

@@ -128,8 +128,10 @@ def read_stats() -> dict[int, dict]:
         tot = [0] * nfields
         for v in ent["values"]:
             raw = bytes(int(x, 16) for x in v["value"])
-            vals = struct.unpack(f"<{nfields}Q", raw[:8 * nfields])
+            n = min(nfields, len(raw) // 8)     # an older object (a baseline) has fewer
+            vals = struct.unpack(f"<{n}Q", raw[:8 * n])
             tot = [a + b for a, b in zip(tot, vals)]
+            tot = tot[:n]
         d = {"lat_hist": tot[:NR_HIST]}
         d.update(zip(STAT_FIELDS, tot[NR_HIST:]))
         out[key] = d
