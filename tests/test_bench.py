@@ -231,7 +231,7 @@ def _fake_doc(wake_p99: dict, excess_ms: float, batch: dict,
             c["scx"] = {"counters": {"nr_misses": 3, "nr_wakeups": 900, "nr_preempts": 10},
                         "bpf": {"avg_ns": 250.0, "run_cnt": 1000,
                                 "run_time_ns": (bpf_ns or {}).get(name, 250_000)},
-                        "exit_kind": 0}
+                        "exit_kind": 0, "attached_s": 40.0}
         configs[name] = c
     return {"kernel": "k", "ncpu": 1, "p99_target_ns": 200_000_000,
             "params": {"delay_s": 0.1, "measure_s": 25, "rate_hz": 10, "hogs_per_cpu": 4,
@@ -284,7 +284,7 @@ def test_report_compares_bpf_time_per_wakeup_with_the_baseline():
     t = {x["name"]: x for x in doc["targets"]}["bpf_vs_baseline"]
     assert t["measured"] == pytest.approx(0.4) and t["pass"] is True
     assert "4000 vs 10000 ns (abc123)" in t["detail"]
-    assert "| 10.0 |" in report.markdown(doc)      # 9 ms over 900 wakeups
+    assert "| 25 | 250 | 10.0 |" in report.markdown(doc)   # 1000 calls in 40 s; 9 ms / 900
     no_baseline = report.analyze(_fake_doc({n: 500 for n in DEFAULT_CONFIGS}, 5.0, batch))
     assert "bpf_vs_baseline" not in {x["name"] for x in no_baseline["targets"]}
 

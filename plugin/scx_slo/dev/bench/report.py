@@ -60,6 +60,7 @@ def figures(cfg: dict, doc: dict) -> dict:
         # every callback since attach, per critical wakeup in the same time: what a probe
         # wakeup costs the machine in BPF, batch's share included
         f["bpf_ns_per_critical_wakeup"] = stats.ratio(scx["bpf"].get("run_time_ns"), wakeups)
+        f["bpf_callbacks_per_s"] = stats.ratio(scx["bpf"].get("run_cnt"), scx.get("attached_s"))
         f["scx_exit_kind"] = scx.get("exit_kind")
     return f
 
@@ -146,9 +147,9 @@ def markdown(doc: dict) -> str:
              f"{p['probe_period_us']} us.", "",
              "| configuration | req p50 ms | req p99 ms | req p99.9 ms | p99 above delay ms "
              "| wakeup p50 us | wakeup p99 us | wakeup max us | batch ops/s (x EEVDF) "
-             "| batch CPU | misses client / sched | BPF ns/callback | BPF us/critical wakeup "
-             "| sched_ext |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| batch CPU | misses client / sched | BPF callbacks/s | BPF ns/callback "
+             "| BPF us/critical wakeup | sched_ext |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name, f in figs.items():
         r, e, w = f["request_ms"], f["request_excess_ms"], f["wakeup_us"]
         batch = "-"
@@ -162,7 +163,7 @@ def markdown(doc: dict) -> str:
             f"| {_n(w['p99'])} | {_n(w['max'])} | {batch} "
             f"| {_n(f['batch_cpu_share'], '{:.0%}')} "
             f"| {f['client_excess_over_miss_threshold']} / {sched_miss} "
-            f"| {_n(f.get('bpf_avg_ns_per_callback'))} "
+            f"| {_n(f.get('bpf_callbacks_per_s'))} | {_n(f.get('bpf_avg_ns_per_callback'))} "
             f"| {_n(_scaled(f.get('bpf_ns_per_critical_wakeup'), 1e-3), '{:.1f}')} "
             f"| {f['sched_ext_state']} |")
     lines += ["", "Client misses: requests more than p99/10 (the class's miss threshold) above "

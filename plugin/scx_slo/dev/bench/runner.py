@@ -130,6 +130,7 @@ class ScxRun:
         self.critical_cgid = os.stat(critical.path).st_ino if critical else None
         self.sched = None
         self.bpf_stats_before = None
+        self.attached_at = 0.0
 
     def start(self) -> None:
         from scx_slo.loader.scheduler import Scheduler
@@ -155,6 +156,7 @@ class ScxRun:
             s.close()
             raise
         self.sched = s
+        self.attached_at = time.monotonic()
         state = wait_state("enabled", timeout=20)
         self.log(f"scx_slo attached (state {state}); class {self.klass.name!r} "
                  f"id {self.klass.id}: budget {self.klass.budget_ns / 1e6:g} ms, slice "
@@ -180,7 +182,8 @@ class ScxRun:
                 "sched_wakeup_p99_ns": histogram.percentile(hist, 0.99) if hist else None,
                 "exit_kind": exit_info.get("kind"),
                 "exit_reason": exit_info.get("reason", ""),
-                "bpf": bpf_prog_stats(progs)}
+                "bpf": bpf_prog_stats(progs),
+                "attached_s": time.monotonic() - self.attached_at}
 
     def stop(self) -> str:
         from scx_slo.loader.sysfs import wait_state
