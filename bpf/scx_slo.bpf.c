@@ -1471,7 +1471,7 @@ __noinline int balance_batch(s32 cpu, u64 now)
 void BPF_STRUCT_OPS(slo_dispatch, s32 cpu, struct task_struct *prev)
 {
 	struct cpu_ctx *cc = cpu_ctx_of(cpu);
-	struct slo_class_stats *st = class_stats(0);
+	struct slo_class_stats *st;	/* class 0's, looked up only to count */
 	u32 llc = llc_of(cpu);
 	u64 now = now_ns(), bq = batch_dsq(llc);
 	s32 nr_batch = scx_bpf_dsq_nr_queued(bq);
@@ -1496,7 +1496,7 @@ void BPF_STRUCT_OPS(slo_dispatch, s32 cpu, struct task_struct *prev)
 		if (nr_batch > 0 && rescue_starved(cpu, bq, now))
 			return;
 		if (nr_llcs > 1 && balance_batch(cpu, now)) {
-			if (st)
+			if ((st = class_stats(0)))
 				st->nr_balances++;
 			return;
 		}
@@ -1507,7 +1507,7 @@ void BPF_STRUCT_OPS(slo_dispatch, s32 cpu, struct task_struct *prev)
 		   cc->floor_debt * batch_floor_pct >= (u64)(100 - batch_floor_pct) * slice_ns) {
 		if (take_from(bq, cpu, now)) {
 			cc->boost_next = 1;
-			if (st)
+			if ((st = class_stats(0)))
 				st->nr_floor_boosts++;
 			return;
 		}
@@ -1518,14 +1518,14 @@ void BPF_STRUCT_OPS(slo_dispatch, s32 cpu, struct task_struct *prev)
 	if (take_from(lat_dsq(llc), cpu, now))
 		return;
 	if (nr_lat_queued > 0 && nr_llcs > 1 && steal_from(LAT_DSQ_BASE, cpu, now)) {
-		if (st)
+		if ((st = class_stats(0)))
 			st->nr_steals++;
 		return;
 	}
 	if (take_from(bq, cpu, now))
 		return;
 	if (nr_llcs > 1 && steal_from(BATCH_DSQ_BASE, cpu, now)) {
-		if (st)
+		if ((st = class_stats(0)))
 			st->nr_steals++;
 		return;
 	}
