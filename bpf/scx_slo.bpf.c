@@ -43,7 +43,11 @@
  *    multiplied up to the root), split among the cgroup's runnable tasks by
  *    p->scx.weight, times its class weight. So Kubernetes' same weight on a
  *    pod slice and its container scope counts once, and QoS slices share by
- *    the requests they carry.
+ *    the requests they carry. A cgroup stays active LINGER_NS after its last
+ *    task sleeps, so one that wakes every few ms does not change every
+ *    share twice per wakeup. A batch task preempted with slice left resumes
+ *    after the task that preempted it, as the kernel resumes a task a higher
+ *    class preempted, unless latency-critical work is queued.
  *  - cpu.max (bw.bpf.h): a cgroup with a quota gets that much run time per
  *    period, charged to it and to its limited ancestors; a task of a cgroup
  *    out of quota is parked until the next period. This binds every class: a
@@ -93,6 +97,8 @@ char _license[] SEC("license") = "GPL";
 #define STARVE_SCAN_MAX		256
 #define STARVE_RESCUE_MAX	32	/* tasks one scan may rescue (one dispatch's batch) */
 #define ENTITLE_WINDOW_NS	(100ULL * 1000 * 1000)	/* unused share banked, at most */
+#define LINGER_NS		(10ULL * 1000 * 1000)	/* an idle cgroup stays active this long */
+#define LINGER_RELEASE_MAX	16	/* lingering cgroups one dispatch looks at */
 
 /* ---- tunables, set by user space before load ---- */
 const volatile u64 slice_ns = 5ULL * 1000 * 1000;	/* batch slice */
@@ -229,8 +235,10 @@ struct cg_info {
 	s32 nr_runnable;	/* runnable tasks charged to this cgroup */
 	u64 parent_id;		/* 0 for the root */
 	s64 task_w;		/* sum of the p->scx.weight of those tasks */
-	s32 nr_active;		/* those tasks + active child cgroups; > 0: active */
+	s32 nr_active;		/* those tasks + active child cgroups + 1 while active; 0: idle */
 	u32 active_w;		/* the weight this cgroup adds to its parent's child_w */
+	u32 lingering;		/* on slo_linger, to be made idle once LINGER_NS have passed */
+	u64 idle_at;		/* when its last task or active child left */
 	s64 child_w;		/* sum of the active children's weights */
 	u64 hw;			/* share of its top-level ancestor, SLO_W_ONE = all */
 	u64 hw_gen;		/* hw_gen when hw was computed */
@@ -273,6 +281,13 @@ struct {
 	__type(value, struct cg_info);
 } slo_cg_info SEC(".maps");
 
+/* Cgroups with nothing runnable that still count as active, oldest first (cg_linger). */
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, 16384);
+	__type(value, u64);
+} slo_linger SEC(".maps");
+
 /*
  * Every SLO miss, for per-pod alerts: a cgroup sends at most MISS_RECORDS per
  * MISS_WINDOW_NS, so a storm in one pod cannot flood the agent or crowd out
@@ -309,6 +324,8 @@ struct task_ctx {
 	u32 in_order;		/* on a batch queue, will run in vtime order */
 	u32 over;		/* latency-critical, but its cgroup is over its share: served as batch */
 	u32 lat_queued;		/* counted in nr_lat_queued (on a latency-critical DSQ) */
+	u32 resumed;		/* back on its CPU after a preemption, ahead of the queues */
+	u64 resume_ns;		/* preempted as batch with this much slice left; 0 = not */
 	s32 woke_from;		/* the CPU it last ran on, as select_cpu saw it; -1: none */
 };
 
@@ -360,6 +377,8 @@ struct {
  */
 u64 vtime_now __attribute__((aligned(64)));
 u64 hw_gen __attribute__((aligned(64)));	/* bumped when a cgroup becomes active or idle */
+s64 nr_lingering;			/* entries on slo_linger */
+u64 linger_check_at;			/* when dispatch next looks at slo_linger */
 s64 nr_lat_queued __attribute__((aligned(64)));	/* tasks on the latency-critical DSQs */
 u64 weight_gen __attribute__((aligned(64)));
 u64 root_cgid;			/* the root cgroup, as cgroup_init names it */
@@ -643,37 +662,124 @@ static __always_inline struct task_ctx *task_ctx_fresh(struct task_struct *p)
  * product of those fractions up to the root. A cgroup's activity changes only
  * when its first task arrives or its last leaves, so the walk up runs then,
  * not per wakeup; shares are recomputed lazily (hw_gen) when activity moved.
+ *
+ * Going idle waits LINGER_NS (as the fair class's shares follow a decaying
+ * load average, not each sleep): a cgroup whose tasks sleep and wake every
+ * few ms stays active, so its wakeups walk nothing and invalidate no share.
+ * While active, a cgroup holds one count of its own in nr_active; when only
+ * that is left it goes on slo_linger, and dispatch (cg_release_due) drops the
+ * hold once it has been idle LINGER_NS, if nothing came back meanwhile.
  */
-static __always_inline void cg_activity(struct cg_info *ci, s32 delta)
+static __always_inline void cg_linger(struct cg_info *ci, u64 id, u64 now)
+{
+	ci->idle_at = now;
+	if (ci->lingering || !__sync_bool_compare_and_swap(&ci->lingering, 0, 1))
+		return;		/* already queued: it is looked at again then */
+	if (bpf_map_push_elem(&slo_linger, &id, 0)) {
+		ci->lingering = 0;	/* queue full: it stays active until its next sleep */
+		return;
+	}
+	__sync_fetch_and_add(&nr_lingering, 1);
+}
+
+/*
+ * @ci (cgroup @id) just became active: take its hold, add its weight to its
+ * parent's child_w, and count it as an active child there, and so on up while
+ * ancestors were idle. A global function: verified once.
+ */
+__noinline int cg_activate(struct cg_info *ci __arg_nonnull, u64 id)
 {
 	u32 i;
 
 	bpf_for(i, 0, SLO_MAX_WALK) {
 		struct cg_info *pi;
-		s32 old = __sync_fetch_and_add(&ci->nr_active, delta);
 		u32 w;
 
-		if (delta > 0 ? old != 0 : old != 1)
-			return;		/* still active / still idle: nothing above changes */
+		__sync_fetch_and_add(&ci->nr_active, 1);	/* the hold */
 		__sync_fetch_and_add(&hw_gen, 1);
 		if (!ci->parent_id)
-			return;
-		pi = bpf_map_lookup_elem(&slo_cg_info, &ci->parent_id);
+			return 0;
+		id = ci->parent_id;
+		pi = bpf_map_lookup_elem(&slo_cg_info, &id);
 		if (!pi)
-			return;
-		if (delta > 0) {
-			w = ci->weight;
-			ci->active_w = w;
-			__sync_fetch_and_add(&pi->child_w, (s64)w);
-		} else {
-			__sync_fetch_and_add(&pi->child_w, -(s64)ci->active_w);
-		}
+			return 0;
+		w = ci->weight;
+		ci->active_w = w;
+		__sync_fetch_and_add(&pi->child_w, (s64)w);
+		if (__sync_fetch_and_add(&pi->nr_active, 1) != 0)
+			return 0;	/* the parent was active already */
 		ci = pi;
+	}
+	return 0;
+}
+
+/* A task or an active child arrives in (@delta +1) or leaves (-1) @ci (cgroup @id). */
+static __always_inline void cg_activity(struct cg_info *ci, u64 id, s32 delta, u64 now)
+{
+	s32 old = __sync_fetch_and_add(&ci->nr_active, delta);
+
+	if (delta < 0) {
+		if (old == 2)	/* only its own hold is left */
+			cg_linger(ci, id, now);
+	} else if (old == 0) {
+		cg_activate(ci, id);
 	}
 }
 
+/*
+ * Make @ci idle if only its hold is left; its parent loses an active child
+ * (and may linger in turn). False if something became runnable in it.
+ */
+static __always_inline bool cg_drop_hold(struct cg_info *ci)
+{
+	struct cg_info *pi;
+	u64 pid;
+
+	if (!__sync_bool_compare_and_swap(&ci->nr_active, 1, 0))
+		return false;
+	__sync_fetch_and_add(&hw_gen, 1);
+	pid = ci->parent_id;
+	if (!pid)
+		return true;
+	pi = bpf_map_lookup_elem(&slo_cg_info, &pid);
+	if (!pi)
+		return true;
+	__sync_fetch_and_add(&pi->child_w, -(s64)ci->active_w);
+	cg_activity(pi, pid, -1, now_ns());
+	return true;
+}
+
+/* Drop the holds of cgroups idle for LINGER_NS, oldest first. A global function: verified once. */
+__noinline int cg_release_due(u64 now)
+{
+	struct cg_info *ci;
+	u64 id;
+	u32 i;
+
+	bpf_for(i, 0, LINGER_RELEASE_MAX) {
+		if (bpf_map_pop_elem(&slo_linger, &id))
+			break;
+		__sync_fetch_and_add(&nr_lingering, -1);
+		ci = bpf_map_lookup_elem(&slo_cg_info, &id);
+		if (!ci)
+			continue;	/* gone (cgroup_exit released it) */
+		if (ci->nr_active == 1 && now - ci->idle_at < LINGER_NS) {
+			/* not yet: back in line, and the ones behind it are younger */
+			if (bpf_map_push_elem(&slo_linger, &id, 0))
+				ci->lingering = 0;
+			else
+				__sync_fetch_and_add(&nr_lingering, 1);
+			break;
+		}
+		ci->lingering = 0;
+		if (!cg_drop_hold(ci) && ci->nr_active == 1)
+			cg_linger(ci, id, now);	/* went idle again as we looked */
+	}
+	return 0;
+}
+
 /* Count @p (weight @w) in or out (@delta +1/-1) of cgroup @cgid's runnable tasks. */
-static __always_inline void cg_task_count(u64 cgid, s32 delta, u64 w)
+static __always_inline void cg_task_count(u64 cgid, s32 delta, u64 w, u64 now)
 {
 	struct cg_info *ci;
 
@@ -684,22 +790,40 @@ static __always_inline void cg_task_count(u64 cgid, s32 delta, u64 w)
 		return;
 	__sync_fetch_and_add(&ci->nr_runnable, delta);
 	__sync_fetch_and_add(&ci->task_w, delta > 0 ? (s64)w : -(s64)w);
-	cg_activity(ci, delta);
+	cg_activity(ci, cgid, delta, now);
 }
 
-static __always_inline void task_count_in(struct task_ctx *tctx, struct task_struct *p, u64 cgid)
+static __always_inline void task_count_in(struct task_ctx *tctx, struct task_struct *p, u64 cgid,
+					  u64 now)
 {
 	tctx->counted_cgid = cgid;
 	tctx->counted_w = p->scx.weight ? p->scx.weight : 100;
-	cg_task_count(cgid, 1, tctx->counted_w);
+	cg_task_count(cgid, 1, tctx->counted_w, now);
 }
 
-static __always_inline void task_count_out(struct task_ctx *tctx)
+static __always_inline void task_count_out(struct task_ctx *tctx, u64 now)
 {
 	if (tctx->counted_cgid) {
-		cg_task_count(tctx->counted_cgid, -1, tctx->counted_w);
+		cg_task_count(tctx->counted_cgid, -1, tctx->counted_w, now);
 		tctx->counted_cgid = 0;
 	}
+}
+
+/*
+ * @p becomes runnable (enqueue, or select_cpu's direct insert, which skips
+ * enqueue): stamp a wakeup and count it against its cgroup's runnable tasks.
+ * It stops counting when it sleeps (stopping, not runnable) or leaves. Per-CPU
+ * kthreads run ahead of both DSQs, outside the shares, so they count in no
+ * cgroup: a kworker waking would otherwise halve, for an instant, the share
+ * of every top-level cgroup beside the root's own tasks.
+ */
+static __always_inline void task_arrives(struct task_struct *p, struct task_ctx *tctx, u64 now,
+					 bool wakeup)
+{
+	if (wakeup)
+		tctx->wake_at = now;
+	if (!tctx->counted_cgid && tctx->cgid && !is_pcpu_kthread(p))
+		task_count_in(tctx, p, tctx->cgid, now);
 }
 
 /* @tctx's task went on a latency-critical DSQ / left it (it runs, sleeps or exits). */
@@ -1077,6 +1201,8 @@ s32 BPF_STRUCT_OPS(slo_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake
 	if (is_idle) {
 		struct slo_class_stats *st;
 
+		if (tctx)
+			task_arrives(p, tctx, now_ns(), true);
 		slo_dsq_insert(p, SCX_DSQ_LOCAL, tctx ? tctx->slice_ns : slice_ns, 0);
 		if (tctx && tctx->lat && (st = class_stats(tctx->class_id)))
 			st->nr_direct++;
@@ -1185,7 +1311,7 @@ void BPF_STRUCT_OPS(slo_enqueue, struct task_struct *p, u64 enq_flags)
 	struct slo_class_stats *st;
 	struct task_ctx *tctx;
 	struct cpu_ctx *cc;
-	u64 now = now_ns(), vtime, lag;
+	u64 now = now_ns(), vtime, lag, resume_ns;
 	s32 cpu;
 
 #ifdef SCX_SLO_TEST_HOOKS
@@ -1196,6 +1322,8 @@ void BPF_STRUCT_OPS(slo_enqueue, struct task_struct *p, u64 enq_flags)
 #endif
 
 	tctx = task_ctx_fresh(p);
+	if (tctx)
+		task_arrives(p, tctx, now, enq_flags & SCX_ENQ_WAKEUP);
 
 	if (is_pcpu_kthread(p)) {
 		cc = cpu_ctx_of(scx_bpf_task_cpu(p));
@@ -1213,6 +1341,8 @@ void BPF_STRUCT_OPS(slo_enqueue, struct task_struct *p, u64 enq_flags)
 		return;
 	}
 	tctx->enq_at = now;
+	resume_ns = (enq_flags & SCX_ENQ_WAKEUP) ? 0 : tctx->resume_ns;
+	tctx->resume_ns = 0;
 	st = class_stats(tctx->class_id);
 	if (st)
 		st->nr_enqueues++;
@@ -1230,6 +1360,20 @@ void BPF_STRUCT_OPS(slo_enqueue, struct task_struct *p, u64 enq_flags)
 	}
 	if (tctx->over && st)
 		st->nr_over_share++;
+
+	/*
+	 * Preempted with slice left (by a latency-critical task or a per-CPU
+	 * kthread now on this CPU's local DSQ): resume right after it, as the
+	 * kernel does for a task a higher class preempts, with what was left.
+	 * It ran as this CPU's batch pick; re-queueing it would cost a dispatch
+	 * for the same pick. Not while latency-critical work is queued: that
+	 * goes first, through dispatch.
+	 */
+	if (resume_ns && nr_lat_queued <= 0 && scx_bpf_dsq_nr_queued(SCX_DSQ_LOCAL) > 0) {
+		slo_dsq_insert(p, SCX_DSQ_LOCAL, resume_ns, enq_flags);
+		tctx->resumed = 1;
+		return;
+	}
 
 	/*
 	 * Bound the lag a task may be owed, on every enqueue, to one slice of
@@ -1484,6 +1628,11 @@ void BPF_STRUCT_OPS(slo_dispatch, s32 cpu, struct task_struct *prev)
 	/* this CPU is rescheduling: a kick that claimed it has landed */
 	cc->kick_at = 0;
 
+	if (nr_lingering > 0 && !slo_time_before(now, linger_check_at)) {
+		linger_check_at = now + LINGER_NS / 4;
+		cg_release_due(now);
+	}
+
 	/* no cpu.max timer: try to make one again, at most every 100 ms */
 	if (bw_timer_broken && nr_bw_cgroups > 0 && now - bw_last_make > STARVE_SCAN_NS) {
 		bw_last_make = now;
@@ -1532,24 +1681,6 @@ void BPF_STRUCT_OPS(slo_dispatch, s32 cpu, struct task_struct *prev)
 	/* parked tasks need the timer; without one they run anyway */
 	if (!bw_timer_armed && scx_bpf_dsq_nr_queued(THROTTLE_DSQ) > 0 && !bw_arm_timer())
 		slo_dsq_move_to_local(THROTTLE_DSQ);
-}
-
-/*
- * runnable: stamp wakeups and count the task against its cgroup's runnable
- * tasks. Per-CPU kthreads run ahead of both DSQs, outside the shares, so they
- * count in no cgroup: a kworker waking would otherwise halve, for an instant,
- * the share of every top-level cgroup beside the root's own tasks.
- */
-void BPF_STRUCT_OPS(slo_runnable, struct task_struct *p, u64 enq_flags)
-{
-	struct task_ctx *tctx = task_ctx_fresh(p);
-
-	if (!tctx)
-		return;
-	if (enq_flags & SCX_ENQ_WAKEUP)
-		tctx->wake_at = now_ns();
-	if (!tctx->counted_cgid && tctx->cgid && !is_pcpu_kthread(p))
-		task_count_in(tctx, p, tctx->cgid);
 }
 
 /* A miss into slo_misses, within its cgroup's rate; false: not recorded. */
@@ -1604,6 +1735,12 @@ void BPF_STRUCT_OPS(slo_running, struct task_struct *p)
 	if (!tctx)
 		return;
 	lat_queued_out(tctx);
+	/* latency-critical work was queued while it waited to resume: let dispatch serve it */
+	if (tctx->resumed) {
+		tctx->resumed = 0;
+		if (nr_lat_queued > 0)
+			scx_bpf_kick_cpu(scx_bpf_task_cpu(p), SCX_KICK_PREEMPT);
+	}
 
 	if (tctx->in_order && slo_time_before(vtime_now, p->scx.dsq_vtime))
 		vtime_now = p->scx.dsq_vtime;
@@ -1636,10 +1773,19 @@ void BPF_STRUCT_OPS(slo_stopping, struct task_struct *p, bool runnable)
 {
 	struct task_ctx *tctx = bpf_task_storage_get(&slo_task_ctx, p, 0, 0);
 	struct cpu_ctx *cc = cpu_ctx_of(scx_bpf_task_cpu(p));
+	u64 now = now_ns();
 
 	if (!cc)
 		return;
-	account_run(p, tctx, cc, now_ns());
+	account_run(p, tctx, cc, now);
+	if (tctx && !runnable) {
+		task_count_out(tctx, now);
+		lat_queued_out(tctx);
+	}
+	/* cut short by SCX_ENQ_PREEMPT or a kick (they zero the slice) */
+	if (tctx && runnable && !p->scx.slice && cc->cur == CUR_BATCH &&
+	    slo_time_before(now, cc->slice_end))
+		tctx->resume_ns = cc->slice_end - now;
 	cc->cur = CUR_IDLE;
 	cc->floor_boost = 0;
 }
@@ -1668,13 +1814,13 @@ void BPF_STRUCT_OPS(slo_tick, struct task_struct *p)
 		p->scx.slice = 0;
 }
 
-/* quiescent: the task no longer counts as runnable in its cgroup. */
-void BPF_STRUCT_OPS(slo_quiescent, struct task_struct *p, u64 deq_flags)
+/* disable: the task leaves sched_ext (another class, or exit): it counts nowhere. */
+void BPF_STRUCT_OPS(slo_disable, struct task_struct *p)
 {
 	struct task_ctx *tctx = bpf_task_storage_get(&slo_task_ctx, p, 0, 0);
 
 	if (tctx) {
-		task_count_out(tctx);
+		task_count_out(tctx, now_ns());
 		lat_queued_out(tctx);
 	}
 }
@@ -1706,7 +1852,7 @@ void BPF_STRUCT_OPS(slo_exit_task, struct task_struct *p, struct scx_exit_task_a
 	struct task_ctx *tctx = bpf_task_storage_get(&slo_task_ctx, p, 0, 0);
 
 	if (tctx) {
-		task_count_out(tctx);
+		task_count_out(tctx, now_ns());
 		lat_queued_out(tctx);
 	}
 }
@@ -1735,7 +1881,7 @@ s32 BPF_STRUCT_OPS(slo_cgroup_init, struct cgroup *cgrp, struct scx_cgroup_init_
 	return 0;
 }
 
-/* cgroup_exit: forget it. */
+/* cgroup_exit: forget it (a lingering one first stops counting as its parent's active child). */
 void BPF_STRUCT_OPS(slo_cgroup_exit, struct cgroup *cgrp)
 {
 	u64 id = cgrp->kn->id;
@@ -1743,6 +1889,9 @@ void BPF_STRUCT_OPS(slo_cgroup_exit, struct cgroup *cgrp)
 
 	if (ci && ci->quota_ns)
 		__sync_fetch_and_add(&nr_bw_cgroups, -1);
+	/* a lingering cgroup still holds its parent's activity */
+	if (ci && ci->nr_active == 1)
+		cg_drop_hold(ci);
 	bpf_map_delete_elem(&slo_cg_info, &id);
 }
 
@@ -1801,8 +1950,8 @@ void BPF_STRUCT_OPS(slo_cgroup_move, struct task_struct *p, struct cgroup *from,
 	tctx->gen = ~0ULL;
 	tctx->cgid = to_id;
 	if (tctx->counted_cgid) {
-		task_count_out(tctx);
-		task_count_in(tctx, p, to_id);
+		task_count_out(tctx, now_ns());
+		task_count_in(tctx, p, to_id, now_ns());
 	}
 }
 
@@ -1861,11 +2010,10 @@ struct sched_ext_ops scx_slo_ops = {
 	.select_cpu		= (void *)slo_select_cpu,
 	.enqueue		= (void *)slo_enqueue,
 	.dispatch		= (void *)slo_dispatch,
-	.runnable		= (void *)slo_runnable,
 	.running		= (void *)slo_running,
 	.stopping		= (void *)slo_stopping,
 	.tick			= (void *)slo_tick,
-	.quiescent		= (void *)slo_quiescent,
+	.disable		= (void *)slo_disable,
 	.enable			= (void *)slo_enable,
 	.init_task		= (void *)slo_init_task,
 	.exit_task		= (void *)slo_exit_task,
