@@ -52,7 +52,7 @@ __noinline int cg_apply_fed_bw(u64 id)
 
 	if (!bw)
 		return 0;
-	ci = bpf_map_lookup_elem(&slo_cg_info, &id);
+	ci = cg_get(id, 0);
 	if (!ci)
 		return 0;
 	seen = ci->bw_seq;
@@ -103,7 +103,7 @@ __noinline int bw_account(struct task_ctx *tctx __arg_nonnull, u64 used, u64 now
 		id = tctx->bw_cgid[i];
 		if (!id)
 			break;
-		ci = bpf_map_lookup_elem(&slo_cg_info, &id);
+		ci = cg_get(id, 0);
 		if (!ci || !ci->quota_ns)
 			continue;
 		bw_refill(ci, now);

@@ -77,6 +77,7 @@ char _license[] SEC("license") = "GPL";
 #define SLO_HIST_BUCKETS	32
 
 #define SLO_MAX_LLCS		256
+#define SLO_MAX_CGROUPS		16384
 #define THROTTLE_DSQ		4	/* tasks of cgroups out of cpu.max quota */
 #define LAT_DSQ_BASE		0x100	/* + LLC: latency-critical tasks queued near that LLC */
 #define BATCH_DSQ_BASE		0x200	/* + LLC: batch tasks queued near that LLC */
@@ -231,9 +232,10 @@ struct {
 
 /* ---- internal state ---- */
 struct cg_info {
+	u64 id;			/* the cgroup's id; 0: a free slot */
+	u32 parent;		/* the parent's slot + 1; 0: the root (or a parent not known) */
 	u32 weight;		/* cpu.weight, 1..10000 */
 	s32 nr_runnable;	/* runnable tasks charged to this cgroup */
-	u64 parent_id;		/* 0 for the root */
 	s64 task_w;		/* sum of the p->scx.weight of those tasks */
 	s32 nr_active;		/* those tasks + active child cgroups + 1 while active; 0: idle */
 	u32 active_w;		/* the weight this cgroup adds to its parent's child_w */
@@ -274,12 +276,33 @@ struct {
 	__type(value, struct bw_timer);
 } slo_slice_timer SEC(".maps");
 
+/*
+ * Per-cgroup state lives in an array, one slot per cgroup (cgroup_init takes
+ * one from slo_cg_free, cgroup_exit gives it back, to the end of the line):
+ * the hot paths reach it by the slot cached in the task context, an array
+ * access the verifier inlines, instead of hashing the cgroup id. Each slot
+ * says whose it is (id), so a stale slot is never charged. slo_cg_slot maps
+ * a cgroup id to its slot + 1, for the paths that start from an id.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, u64);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SLO_MAX_CGROUPS);
+	__type(key, u32);
 	__type(value, struct cg_info);
 } slo_cg_info SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SLO_MAX_CGROUPS);
+	__type(key, u64);
+	__type(value, u32);
+} slo_cg_slot SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, SLO_MAX_CGROUPS);
+	__type(value, u32);
+} slo_cg_free SEC(".maps");
 
 /* Cgroups with nothing runnable that still count as active, oldest first (cg_linger). */
 struct {
@@ -308,6 +331,8 @@ struct task_ctx {
 	u64 wgen;		/* weight_gen when resolved */
 	u64 cgid;		/* task's cgroup (the one owning its cpu controller) */
 	u64 counted_cgid;	/* cgroup whose nr_runnable counts this task, 0 = none */
+	u32 cgx;		/* cgid's slot + 1 in slo_cg_info; 0: none */
+	u32 counted_x;		/* counted_cgid's */
 	u64 counted_w;		/* the p->scx.weight it was counted with */
 	u64 budget_ns;
 	u64 slice_ns;
@@ -382,6 +407,9 @@ u64 linger_check_at;			/* when dispatch next looks at slo_linger */
 s64 nr_lat_queued __attribute__((aligned(64)));	/* tasks on the latency-critical DSQs */
 u64 weight_gen __attribute__((aligned(64)));
 u64 root_cgid;			/* the root cgroup, as cgroup_init names it */
+u32 root_cgx;			/* its slot + 1 */
+u64 nr_cg_full;			/* cgroups that found no free slot (they count in no share) */
+u32 smt_on;			/* some CPU has an SMT sibling (init, from cpu_sibling) */
 s64 nr_bw_cgroups;		/* cgroups with a cpu.max quota */
 u64 bw_timer_armed;
 u64 nr_bw_releases;		/* parked tasks put back by the timer */
@@ -415,6 +443,35 @@ static __always_inline struct cpu_ctx *cpu_ctx_of(s32 cpu)
 	u32 key = cpu;
 
 	return bpf_map_lookup_elem(&slo_cpu_ctx, &key);
+}
+
+/* The cgroup in slot @x - 1 of slo_cg_info; NULL for 0. */
+static __always_inline struct cg_info *cg_at(u32 x)
+{
+	u32 k = x - 1;
+
+	if (!x)
+		return NULL;
+	return bpf_map_lookup_elem(&slo_cg_info, &k);
+}
+
+/* Slot + 1 of cgroup @id, 0 if it has none. */
+static __always_inline u32 cg_slot_of(u64 id)
+{
+	u32 *x = bpf_map_lookup_elem(&slo_cg_slot, &id);
+
+	return x ? *x : 0;
+}
+
+/* Cgroup @id's state, by its slot @x (0: look it up); NULL if it has none. */
+static __always_inline struct cg_info *cg_get(u64 id, u32 x)
+{
+	struct cg_info *ci;
+
+	if (!id)
+		return NULL;
+	ci = cg_at(x ? x : cg_slot_of(id));
+	return ci && ci->id == id ? ci : NULL;
 }
 
 /*
@@ -587,7 +644,7 @@ __noinline int resolve_class_id(struct task_ctx *tctx __arg_nonnull, u64 cgid)
 		/* the root cgroup has no cpu.max */
 		if (level - (int)i > 0) {
 			cg_apply_fed_bw(id);
-			ci = bpf_map_lookup_elem(&slo_cg_info, &id);
+			ci = cg_get(id, 0);
 			if (ci && ci->quota_ns) {
 				n = tctx->nr_bw;
 				if (n < SLO_BW_LEVELS) {
@@ -670,8 +727,10 @@ static __always_inline struct task_ctx *task_ctx_fresh(struct task_struct *p)
  * that is left it goes on slo_linger, and dispatch (cg_release_due) drops the
  * hold once it has been idle LINGER_NS, if nothing came back meanwhile.
  */
-static __always_inline void cg_linger(struct cg_info *ci, u64 id, u64 now)
+static __always_inline void cg_linger(struct cg_info *ci, u64 now)
 {
+	u64 id = ci->id;
+
 	ci->idle_at = now;
 	if (ci->lingering || !__sync_bool_compare_and_swap(&ci->lingering, 0, 1))
 		return;		/* already queued: it is looked at again then */
@@ -683,11 +742,11 @@ static __always_inline void cg_linger(struct cg_info *ci, u64 id, u64 now)
 }
 
 /*
- * @ci (cgroup @id) just became active: take its hold, add its weight to its
+ * @ci just became active: take its hold, add its weight to its
  * parent's child_w, and count it as an active child there, and so on up while
  * ancestors were idle. A global function: verified once.
  */
-__noinline int cg_activate(struct cg_info *ci __arg_nonnull, u64 id)
+__noinline int cg_activate(struct cg_info *ci __arg_nonnull)
 {
 	u32 i;
 
@@ -697,10 +756,7 @@ __noinline int cg_activate(struct cg_info *ci __arg_nonnull, u64 id)
 
 		__sync_fetch_and_add(&ci->nr_active, 1);	/* the hold */
 		__sync_fetch_and_add(&hw_gen, 1);
-		if (!ci->parent_id)
-			return 0;
-		id = ci->parent_id;
-		pi = bpf_map_lookup_elem(&slo_cg_info, &id);
+		pi = cg_at(ci->parent);
 		if (!pi)
 			return 0;
 		w = ci->weight;
@@ -713,16 +769,16 @@ __noinline int cg_activate(struct cg_info *ci __arg_nonnull, u64 id)
 	return 0;
 }
 
-/* A task or an active child arrives in (@delta +1) or leaves (-1) @ci (cgroup @id). */
-static __always_inline void cg_activity(struct cg_info *ci, u64 id, s32 delta, u64 now)
+/* A task or an active child arrives in (@delta +1) or leaves (-1) @ci. */
+static __always_inline void cg_activity(struct cg_info *ci, s32 delta, u64 now)
 {
 	s32 old = __sync_fetch_and_add(&ci->nr_active, delta);
 
 	if (delta < 0) {
 		if (old == 2)	/* only its own hold is left */
-			cg_linger(ci, id, now);
+			cg_linger(ci, now);
 	} else if (old == 0) {
-		cg_activate(ci, id);
+		cg_activate(ci);
 	}
 }
 
@@ -733,19 +789,15 @@ static __always_inline void cg_activity(struct cg_info *ci, u64 id, s32 delta, u
 static __always_inline bool cg_drop_hold(struct cg_info *ci)
 {
 	struct cg_info *pi;
-	u64 pid;
 
 	if (!__sync_bool_compare_and_swap(&ci->nr_active, 1, 0))
 		return false;
 	__sync_fetch_and_add(&hw_gen, 1);
-	pid = ci->parent_id;
-	if (!pid)
-		return true;
-	pi = bpf_map_lookup_elem(&slo_cg_info, &pid);
+	pi = cg_at(ci->parent);
 	if (!pi)
 		return true;
 	__sync_fetch_and_add(&pi->child_w, -(s64)ci->active_w);
-	cg_activity(pi, pid, -1, now_ns());
+	cg_activity(pi, -1, now_ns());
 	return true;
 }
 
@@ -760,7 +812,7 @@ __noinline int cg_release_due(u64 now)
 		if (bpf_map_pop_elem(&slo_linger, &id))
 			break;
 		__sync_fetch_and_add(&nr_lingering, -1);
-		ci = bpf_map_lookup_elem(&slo_cg_info, &id);
+		ci = cg_get(id, 0);
 		if (!ci)
 			continue;	/* gone (cgroup_exit released it) */
 		if (ci->nr_active == 1 && now - ci->idle_at < LINGER_NS) {
@@ -773,39 +825,37 @@ __noinline int cg_release_due(u64 now)
 		}
 		ci->lingering = 0;
 		if (!cg_drop_hold(ci) && ci->nr_active == 1)
-			cg_linger(ci, id, now);	/* went idle again as we looked */
+			cg_linger(ci, now);	/* went idle again as we looked */
 	}
 	return 0;
 }
 
-/* Count @p (weight @w) in or out (@delta +1/-1) of cgroup @cgid's runnable tasks. */
-static __always_inline void cg_task_count(u64 cgid, s32 delta, u64 w, u64 now)
+/* Count @p (weight @w) in or out (@delta +1/-1) of cgroup @cgid's (slot @x) runnable tasks. */
+static __always_inline void cg_task_count(u64 cgid, u32 x, s32 delta, u64 w, u64 now)
 {
-	struct cg_info *ci;
+	struct cg_info *ci = cg_get(cgid, x);
 
-	if (!cgid)
-		return;
-	ci = bpf_map_lookup_elem(&slo_cg_info, &cgid);
 	if (!ci)
 		return;
 	__sync_fetch_and_add(&ci->nr_runnable, delta);
 	__sync_fetch_and_add(&ci->task_w, delta > 0 ? (s64)w : -(s64)w);
-	cg_activity(ci, cgid, delta, now);
+	cg_activity(ci, delta, now);
 }
 
-static __always_inline void task_count_in(struct task_ctx *tctx, struct task_struct *p, u64 cgid,
-					  u64 now)
+static __always_inline void task_count_in(struct task_ctx *tctx, struct task_struct *p, u64 now)
 {
-	tctx->counted_cgid = cgid;
+	tctx->counted_cgid = tctx->cgid;
+	tctx->counted_x = tctx->cgx;
 	tctx->counted_w = p->scx.weight ? p->scx.weight : 100;
-	cg_task_count(cgid, 1, tctx->counted_w, now);
+	cg_task_count(tctx->cgid, tctx->cgx, 1, tctx->counted_w, now);
 }
 
 static __always_inline void task_count_out(struct task_ctx *tctx, u64 now)
 {
 	if (tctx->counted_cgid) {
-		cg_task_count(tctx->counted_cgid, -1, tctx->counted_w, now);
+		cg_task_count(tctx->counted_cgid, tctx->counted_x, -1, tctx->counted_w, now);
 		tctx->counted_cgid = 0;
+		tctx->counted_x = 0;
 	}
 }
 
@@ -823,7 +873,7 @@ static __always_inline void task_arrives(struct task_struct *p, struct task_ctx 
 	if (wakeup)
 		tctx->wake_at = now;
 	if (!tctx->counted_cgid && tctx->cgid && !is_pcpu_kthread(p))
-		task_count_in(tctx, p, tctx->cgid, now);
+		task_count_in(tctx, p, now);
 }
 
 /* @tctx's task went on a latency-critical DSQ / left it (it runs, sleeps or exits). */
@@ -851,25 +901,24 @@ static __always_inline void lat_queued_out(struct task_ctx *tctx)
  * come and go on every wakeup, so that last fraction is taken live. A global
  * function: verified once. Safe in any context.
  */
-__noinline u64 cg_hweight(u64 cgid)
+__noinline u64 cg_hweight(struct cg_info *ci __arg_nonnull)
 {
-	struct cg_info *ci, *c, *pi, *root;
+	struct cg_info *c, *pi, *root;
 	u64 gen = hw_gen, hw = SLO_W_ONE, top_w = 0;
 	s64 sum;
 	u32 i;
 
-	ci = bpf_map_lookup_elem(&slo_cg_info, &cgid);
-	if (!ci || !ci->parent_id)
+	if (!ci->parent)
 		return SLO_W_ONE;
 	if (ci->hw_gen != gen || !ci->hw) {
 		c = ci;
 		bpf_for(i, 0, SLO_MAX_WALK) {
 			u64 w = c->weight ? c->weight : 100;
 
-			pi = bpf_map_lookup_elem(&slo_cg_info, &c->parent_id);
+			pi = cg_at(c->parent);
 			if (!pi)
 				break;
-			if (!pi->parent_id) {	/* c is a child of the root */
+			if (!pi->parent) {	/* c is a child of the root */
 				top_w = w;
 				break;
 			}
@@ -886,7 +935,7 @@ __noinline u64 cg_hweight(u64 cgid)
 	}
 	hw = ci->hw;
 	top_w = ci->top_w;
-	root = bpf_map_lookup_elem(&slo_cg_info, &root_cgid);
+	root = cg_at(root_cgx);
 	if (top_w && root) {
 		sum = root->child_w + root->task_w;
 		if (sum < (s64)top_w)
@@ -908,15 +957,12 @@ __noinline u64 cg_hweight(u64 cgid)
  * use are then both every CPU. A global function: verified once. Safe in any
  * context.
  */
-__noinline int lat_charge(u64 cgid, u64 used, u64 now)
+__noinline int lat_charge(struct cg_info *ci __arg_nonnull, u64 used, u64 now)
 {
-	struct cg_info *ci = bpf_map_lookup_elem(&slo_cg_info, &cgid);
 	u64 hw, rate, cap, last, dt, earned = 0;
 	s64 tokens;
 
-	if (!ci)
-		return 0;
-	hw = cg_hweight(cgid);
+	hw = cg_hweight(ci);
 	rate = hw * scx_bpf_nr_cpu_ids();
 	cap = ENTITLE_WINDOW_NS * rate / SLO_W_ONE;
 	last = ci->lat_refill_at;
@@ -947,7 +993,7 @@ static __always_inline bool serve_lat(struct task_struct *p, struct task_ctx *tc
 
 	if (!tctx->lat)
 		return false;
-	ci = bpf_map_lookup_elem(&slo_cg_info, &tctx->cgid);
+	ci = cg_get(tctx->cgid, tctx->cgx);
 	over = ci && ci->lat_refill_at && ci->lat_tokens <= 0;
 	if (over && !tctx->over)
 		p->scx.dsq_vtime = vtime_now;
@@ -1230,11 +1276,11 @@ static __always_inline u64 vtime_charge(struct task_struct *p, struct task_ctx *
 	u64 eff, hw = SLO_W_ONE, tw = 100, pw = p->scx.weight ? p->scx.weight : 100;
 	u64 cw = tctx->over ? 100 : tctx->class_w;
 
-	if (tctx->counted_cgid) {
-		struct cg_info *ci = bpf_map_lookup_elem(&slo_cg_info, &tctx->counted_cgid);
+	struct cg_info *ci = cg_get(tctx->counted_cgid, tctx->counted_x);
 
-		hw = cg_hweight(tctx->counted_cgid);
-		if (ci && ci->task_w > 0) {
+	if (ci) {
+		hw = cg_hweight(ci);
+		if (ci->task_w > 0) {
 			tw = ci->task_w + SLO_MAX(ci->child_w, 0LL);
 			pw = tctx->counted_w;
 		}
@@ -1250,8 +1296,9 @@ static __always_inline u64 vtime_charge(struct task_struct *p, struct task_ctx *
 static __always_inline void lat_queue(struct task_struct *p, struct task_ctx *tctx, s32 cpu,
 				      u64 enq_flags)
 {
-	slo_dsq_insert_vtime(p, lat_dsq(llc_of(cpu)), tctx->slice_ns, tctx->deadline, enq_flags);
+	/* counted before it is inserted: a dispatch that reads 0 has nothing to miss */
 	lat_queued_in(tctx);
+	slo_dsq_insert_vtime(p, lat_dsq(llc_of(cpu)), tctx->slice_ns, tctx->deadline, enq_flags);
 	slice_timer_arm();
 }
 
@@ -1273,8 +1320,9 @@ static __always_inline void enqueue_lat(struct task_struct *p, struct task_ctx *
 		lat_queue(p, tctx, cpu, enq_flags);
 		return;
 	}
+	/* without SMT the kernel's idle-core search already looks at every CPU */
 	to = scx_bpf_pick_idle_cpu(p->cpus_ptr, SCX_PICK_IDLE_CORE);
-	if (to < 0)
+	if (to < 0 && smt_on)
 		to = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
 	if (to >= 0) {
 		if (to != cpu && p->migration_disabled) {
@@ -1418,6 +1466,7 @@ static __always_inline void account_run(struct task_struct *p, struct task_ctx *
 {
 	struct slo_class_stats *st;
 	u64 used = run_since_mark(p, cc);
+	struct cg_info *ci;
 
 	cc->exec_mark = p->se.sum_exec_runtime;
 	if (tctx && tctx->lat && !tctx->over) {
@@ -1434,8 +1483,8 @@ static __always_inline void account_run(struct task_struct *p, struct task_ctx *
 		st->run_ns += used;
 	if (!tctx->lat || tctx->over)
 		p->scx.dsq_vtime += vtime_charge(p, tctx, used);
-	if (tctx->lat)
-		lat_charge(tctx->cgid, used, now);
+	if (tctx->lat && (ci = cg_get(tctx->cgid, tctx->cgx)))
+		lat_charge(ci, used, now);
 	if (tctx->bw_cgid[0])
 		bw_account(tctx, used, now);
 }
@@ -1664,7 +1713,7 @@ void BPF_STRUCT_OPS(slo_dispatch, s32 cpu, struct task_struct *prev)
 
 	if (keep_prev(prev, cc, bq, now))
 		return;
-	if (take_from(lat_dsq(llc), cpu, now))
+	if (nr_lat_queued > 0 && take_from(lat_dsq(llc), cpu, now))
 		return;
 	if (nr_lat_queued > 0 && nr_llcs > 1 && steal_from(LAT_DSQ_BASE, cpu, now)) {
 		if ((st = class_stats(0)))
@@ -1686,7 +1735,7 @@ void BPF_STRUCT_OPS(slo_dispatch, s32 cpu, struct task_struct *prev)
 /* A miss into slo_misses, within its cgroup's rate; false: not recorded. */
 static bool record_miss(struct task_struct *p, struct task_ctx *tctx, u64 delay, u64 now)
 {
-	struct cg_info *ci = bpf_map_lookup_elem(&slo_cg_info, &tctx->cgid);
+	struct cg_info *ci = cg_get(tctx->cgid, tctx->cgx);
 	struct slo_miss *m;
 
 	if (!ci)
@@ -1841,8 +1890,10 @@ s32 BPF_STRUCT_OPS(slo_init_task, struct task_struct *p, struct scx_init_task_ar
 		return -12;	/* -ENOMEM */
 	tctx->gen = ~0ULL;
 	tctx->woke_from = -1;
-	if (args->cgroup)
+	if (args->cgroup) {
 		tctx->cgid = args->cgroup->kn->id;
+		tctx->cgx = cg_slot_of(tctx->cgid);
+	}
 	return 0;
 }
 
@@ -1857,65 +1908,97 @@ void BPF_STRUCT_OPS(slo_exit_task, struct task_struct *p, struct scx_exit_task_a
 	}
 }
 
-/* cgroup_init: remember the cgroup's parent, cpu.weight and (>= 6.17) cpu.max. */
+/*
+ * A slot for cgroup @id (its own if it has one), reset to cpu.weight 100;
+ * NULL if every slot is taken (the cgroup then counts in no share).
+ */
+static __always_inline struct cg_info *cg_new(u64 id)
+{
+	u32 x = cg_slot_of(id), k;
+	struct cg_info *ci = cg_at(x);
+
+	if (!ci || ci->id != id) {
+		if (bpf_map_pop_elem(&slo_cg_free, &k)) {
+			__sync_fetch_and_add(&nr_cg_full, 1);
+			return NULL;
+		}
+		x = k + 1;
+		ci = cg_at(x);
+		if (!ci || bpf_map_update_elem(&slo_cg_slot, &id, &x, BPF_ANY)) {
+			bpf_map_push_elem(&slo_cg_free, &k, 0);
+			__sync_fetch_and_add(&nr_cg_full, 1);
+			return NULL;
+		}
+	}
+	__builtin_memset(ci, 0, sizeof(*ci));
+	ci->id = id;
+	ci->weight = 100;
+	return ci;
+}
+
+/* cgroup_init: a slot with the cgroup's parent, cpu.weight and (>= 6.17) cpu.max. */
 s32 BPF_STRUCT_OPS(slo_cgroup_init, struct cgroup *cgrp, struct scx_cgroup_init_args *args)
 {
-	struct cg_info ci = { .weight = args->weight ? args->weight : 100 };
 	u64 id = cgrp->kn->id;
+	struct cg_info *ci = cg_new(id);
 
-	if (!cgrp->level)
+	__sync_fetch_and_add(&weight_gen, 1);
+	if (!ci)
+		return 0;
+	if (args->weight)
+		ci->weight = args->weight;
+	if (!cgrp->level) {
 		root_cgid = id;
-	if (cgrp->level > 0) {
+		root_cgx = cg_slot_of(id);
+	} else {
 		struct cgroup *parent = bpf_cgroup_ancestor(cgrp, cgrp->level - 1);
 
 		if (parent) {
-			ci.parent_id = parent->kn->id;
+			ci->parent = cg_slot_of(parent->kn->id);
 			bpf_cgroup_release(parent);
 		}
 	}
-
 	if (bpf_core_field_exists(args->bw_quota_us))
-		cg_set_bw(&ci, args->bw_period_us, args->bw_quota_us, args->bw_burst_us);
-	bpf_map_update_elem(&slo_cg_info, &id, &ci, BPF_ANY);
-	__sync_fetch_and_add(&weight_gen, 1);
+		cg_set_bw(ci, args->bw_period_us, args->bw_quota_us, args->bw_burst_us);
 	return 0;
 }
 
-/* cgroup_exit: forget it (a lingering one first stops counting as its parent's active child). */
+/*
+ * cgroup_exit: give its slot back (a lingering one first stops counting as
+ * its parent's active child).
+ */
 void BPF_STRUCT_OPS(slo_cgroup_exit, struct cgroup *cgrp)
 {
 	u64 id = cgrp->kn->id;
-	struct cg_info *ci = bpf_map_lookup_elem(&slo_cg_info, &id);
+	u32 x = cg_slot_of(id), k = x - 1;
+	struct cg_info *ci = cg_get(id, x);
 
-	if (ci && ci->quota_ns)
+	if (!ci)
+		return;
+	if (ci->quota_ns)
 		__sync_fetch_and_add(&nr_bw_cgroups, -1);
-	/* a lingering cgroup still holds its parent's activity */
-	if (ci && ci->nr_active == 1)
+	if (ci->nr_active == 1)
 		cg_drop_hold(ci);
-	bpf_map_delete_elem(&slo_cg_info, &id);
+	ci->id = 0;
+	bpf_map_delete_elem(&slo_cg_slot, &id);
+	bpf_map_push_elem(&slo_cg_free, &k, 0);
 }
 
 /* cgroup_set_weight: new cpu.weight; an active cgroup's parent's child_w follows. */
 void BPF_STRUCT_OPS(slo_cgroup_set_weight, struct cgroup *cgrp, u32 weight)
 {
 	u64 id = cgrp->kn->id;
-	struct cg_info *ci = bpf_map_lookup_elem(&slo_cg_info, &id);
+	struct cg_info *ci = cg_get(id, 0), *pi;
 
 	if (ci) {
 		ci->weight = weight;
-		if (ci->nr_active > 0 && ci->parent_id) {
-			struct cg_info *pi = bpf_map_lookup_elem(&slo_cg_info, &ci->parent_id);
-
-			if (pi) {
-				__sync_fetch_and_add(&pi->child_w, (s64)weight - (s64)ci->active_w);
-				ci->active_w = weight;
-			}
+		if (ci->nr_active > 0 && (pi = cg_at(ci->parent))) {
+			__sync_fetch_and_add(&pi->child_w, (s64)weight - (s64)ci->active_w);
+			ci->active_w = weight;
 		}
 		__sync_fetch_and_add(&hw_gen, 1);
-	} else {
-		struct cg_info n = { .weight = weight };
-
-		bpf_map_update_elem(&slo_cg_info, &id, &n, BPF_ANY);
+	} else if ((ci = cg_new(id))) {
+		ci->weight = weight;
 	}
 	__sync_fetch_and_add(&weight_gen, 1);
 }
@@ -1925,16 +2008,12 @@ void BPF_STRUCT_OPS(slo_cgroup_set_bandwidth, struct cgroup *cgrp, u64 period_us
 		    u64 burst_us)
 {
 	u64 id = cgrp->kn->id;
-	struct cg_info *ci = bpf_map_lookup_elem(&slo_cg_info, &id);
+	struct cg_info *ci = cg_get(id, 0);
 
-	if (!ci) {
-		struct cg_info n = { .weight = 100 };
-
-		bpf_map_update_elem(&slo_cg_info, &id, &n, BPF_ANY);
-		ci = bpf_map_lookup_elem(&slo_cg_info, &id);
-		if (!ci)
-			return;
-	}
+	if (!ci)
+		ci = cg_new(id);
+	if (!ci)
+		return;
 	cg_set_bw(ci, period_us, quota_us, burst_us);
 	__sync_fetch_and_add(&weight_gen, 1);
 }
@@ -1943,24 +2022,29 @@ void BPF_STRUCT_OPS(slo_cgroup_set_bandwidth, struct cgroup *cgrp, u64 period_us
 void BPF_STRUCT_OPS(slo_cgroup_move, struct task_struct *p, struct cgroup *from, struct cgroup *to)
 {
 	struct task_ctx *tctx = bpf_task_storage_get(&slo_task_ctx, p, 0, 0);
-	u64 to_id = to->kn->id;
+	u64 now = now_ns();
 
 	if (!tctx)
 		return;
 	tctx->gen = ~0ULL;
-	tctx->cgid = to_id;
+	tctx->cgid = to->kn->id;
+	tctx->cgx = cg_slot_of(tctx->cgid);
 	if (tctx->counted_cgid) {
-		task_count_out(tctx, now_ns());
-		task_count_in(tctx, p, to_id, now_ns());
+		task_count_out(tctx, now);
+		task_count_in(tctx, p, now);
 	}
 }
 
 /* init: create the dispatch queues and the timers. */
 s32 BPF_STRUCT_OPS_SLEEPABLE(slo_init)
 {
-	s32 ret;
+	s32 ret, cpu;
 	u32 l;
 
+	bpf_for(l, 0, SLO_MAX_CGROUPS) {
+		if (bpf_map_push_elem(&slo_cg_free, &l, 0))
+			break;
+	}
 	if (bw_timer_make())
 		bw_timer_broken = 1;
 	if (slice_timer_make())
@@ -1978,6 +2062,14 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(slo_init)
 		scx_bpf_error("CPU topology not set for %u CPUs (the loader sets it)",
 			      scx_bpf_nr_cpu_ids());
 		return -22;	/* -EINVAL */
+	}
+	bpf_for(cpu, 0, SLO_MAX_CPUS) {
+		if (cpu >= scx_bpf_nr_cpu_ids())
+			break;
+		if (sibling_of(cpu) != cpu) {
+			smt_on = 1;
+			break;
+		}
 	}
 	bpf_for(l, 0, SLO_MAX_LLCS) {
 		if (l >= nr_llcs)

@@ -148,16 +148,25 @@ def read_exit() -> dict:
 
 
 def cg_info(cg: Path) -> dict:
-    """The scheduler's view of a cgroup (internal map slo_cg_info): weight, runnable tasks."""
-    r = sh(["bpftool", "-j", "map", "lookup", "name", "slo_cg_info", "key", "hex",
-            *_hexbytes(struct.pack("<Q", cg.stat().st_ino))], check=False)
-    if r.returncode != 0:
+    """The scheduler's view of a cgroup (internal maps: slo_cg_slot names its slot in
+    slo_cg_info): weight, runnable tasks, activity."""
+    def lookup(name: str, key: bytes):
+        r = sh(["bpftool", "-j", "map", "lookup", "name", name, "key", "hex", *_hexbytes(key)],
+               check=False)
+        return json.loads(r.stdout) if r.returncode == 0 else None
+
+    slot = lookup("slo_cg_slot", struct.pack("<Q", cg.stat().st_ino))
+    if slot is None:
         return {}
-    entry = json.loads(r.stdout)
+    x = (slot["formatted"]["value"] if "formatted" in slot
+         else struct.unpack("<I", bytes(int(b, 16) for b in slot["value"]))[0])
+    entry = lookup("slo_cg_info", struct.pack("<I", x - 1))
+    if entry is None:
+        return {}
     if "formatted" in entry:        # bpftool lays the value out from the map's BTF
         return entry["formatted"]["value"]
-    raw = bytes(int(x, 16) for x in entry["value"])
-    weight, nr = struct.unpack("<Ii", raw[:8])
+    raw = bytes(int(b, 16) for b in entry["value"])
+    _id, _parent, weight, nr = struct.unpack("<QIIi", raw[:20])
     return {"weight": weight, "nr_runnable": nr}
 
 
